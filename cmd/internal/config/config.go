@@ -1,0 +1,163 @@
+// Package config reads the environment of OPERATIONS.md for the commands.
+// Configuration is read here and in cmd/* only.
+package config
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mcpvault/vault/httpapi"
+	"github.com/mcpvault/vault/seal"
+)
+
+// Config is the whole environment.
+type Config struct {
+	HTTPAddr      string
+	DataDir       string
+	NATSURL       string // never empty: the embedded server's URL when VAULT_NATS_URL is unset
+	Embedded      bool   // VAULT_NATS_URL was unset
+	NATSListen    string
+	NATSSync      string // "always" or a duration, for the embedded server
+	Stream        string
+	ReadModelPath string
+	AllowPrivate  bool
+	RateLimit     float64
+	LogLevel      slog.Level
+}
+
+func env(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+// Load reads the environment.
+func Load() (Config, error) {
+	c := Config{
+		HTTPAddr:   env("VAULT_HTTP_ADDR", "127.0.0.1:8080"),
+		DataDir:    env("VAULT_DATA_DIR", "./data"),
+		NATSListen: env("VAULT_NATS_LISTEN", "127.0.0.1:4222"),
+		NATSSync:   env("VAULT_NATS_SYNC", "always"),
+		Stream:     env("VAULT_STREAM", "VAULT"),
+	}
+	c.ReadModelPath = env("VAULT_READMODEL_PATH", filepath.Join(c.DataDir, "readmodel.sqlite"))
+	c.NATSURL = os.Getenv("VAULT_NATS_URL")
+	if c.NATSURL == "" {
+		c.Embedded = true
+		c.NATSURL = "nats://" + c.NATSListen
+	}
+	if c.NATSSync != "always" {
+		if _, err := time.ParseDuration(c.NATSSync); err != nil {
+			return c, fmt.Errorf("VAULT_NATS_SYNC: want 'always' or a duration such as 2m")
+		}
+	}
+	var err error
+	if c.AllowPrivate, err = strconv.ParseBool(env("VAULT_ALLOW_PRIVATE_UPSTREAMS", "false")); err != nil {
+		return c, fmt.Errorf("VAULT_ALLOW_PRIVATE_UPSTREAMS: want true or false")
+	}
+	if c.RateLimit, err = strconv.ParseFloat(env("VAULT_RATE_LIMIT", "1000"), 64); err != nil || c.RateLimit < 0 {
+		return c, fmt.Errorf("VAULT_RATE_LIMIT: want requests per second per account (0 = off)")
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(env("VAULT_LOG_LEVEL", "info"))); err != nil {
+		return c, fmt.Errorf("VAULT_LOG_LEVEL: want debug, info, warn or error")
+	}
+	if strings.ContainsAny(c.Stream, " .*>") {
+		return c, fmt.Errorf("VAULT_STREAM: a stream name without spaces, dots or wildcards")
+	}
+	return c, nil
+}
+
+// Logger returns the process logger (text on stderr).
+func (c Config) Logger(process string) *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: c.LogLevel})).With("process", process)
+}
+
+// APIKeys parses VAULT_API_KEYS, or loads (creating once) the dev key in the
+// data dir. generated reports whether the dev key is in use.
+func (c Config) APIKeys() (keys []httpapi.APIKey, dev bool, err error) {
+	spec := os.Getenv("VAULT_API_KEYS")
+	if spec == "" {
+		spec, err = loadOrCreate(filepath.Join(c.DataDir, "dev-api-keys"), func() string {
+			b := make([]byte, 24)
+			rand.Read(b)
+			return "dev:sk-vault-dev-" + hex.EncodeToString(b)
+		})
+		if err != nil {
+			return nil, false, err
+		}
+		dev = true
+	}
+	for i, pair := range strings.Split(spec, ",") {
+		acct, key, ok := strings.Cut(strings.TrimSpace(pair), ":")
+		if !ok || acct == "" || key == "" {
+			// Never echo the pair: it holds a key.
+			return nil, false, fmt.Errorf("VAULT_API_KEYS: entry %d is not account:key", i+1)
+		}
+		keys = append(keys, httpapi.APIKey{Account: acct, Key: key})
+	}
+	return keys, dev, nil
+}
+
+// MasterKeys parses VAULT_MASTER_KEYS, or loads (creating once) a dev key
+// in the data dir. dev reports whether the dev key is in use.
+func (c Config) MasterKeys() (*seal.Keyring, bool, error) {
+	spec := os.Getenv("VAULT_MASTER_KEYS")
+	dev := false
+	if spec == "" {
+		var err error
+		spec, err = loadOrCreate(filepath.Join(c.DataDir, "dev-master-keys"), func() string {
+			return seal.NewKeySpec("dev1")
+		})
+		if err != nil {
+			return nil, false, err
+		}
+		dev = true
+	}
+	kr, err := seal.ParseKeyring(spec)
+	if err != nil {
+		return nil, false, fmt.Errorf("VAULT_MASTER_KEYS: %w", err)
+	}
+	return kr, dev, nil
+}
+
+// loadOrCreate reads a 0600 file, creating it with gen() exactly once even
+// when several processes race.
+func loadOrCreate(path string, gen func() string) (string, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err == nil {
+		_, werr := f.WriteString(gen() + "\n")
+		if cerr := f.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr != nil {
+			os.Remove(path)
+			return "", werr
+		}
+	} else if !errors.Is(err, fs.ErrExist) {
+		return "", err
+	}
+	for i := 0; i < 50; i++ {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", err
+		}
+		if s := strings.TrimSpace(string(b)); s != "" {
+			return s, nil
+		}
+		time.Sleep(20 * time.Millisecond) // another process is writing it
+	}
+	return "", fmt.Errorf("%s is empty", path)
+}

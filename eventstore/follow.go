@@ -1,0 +1,61 @@
+package eventstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Msg is one stored event as the projector sees it.
+type Msg struct {
+	Seq     uint64
+	Data    []byte
+	Pending uint64 // messages still in the stream after this one
+}
+
+// ErrRestart may be returned by a Follow handler to make Follow return, so
+// the caller can resume from another sequence.
+var ErrRestart = errors.New("eventstore: restart from another sequence")
+
+// Follow delivers the event stream from sequence start, in order, in batches
+// of at most limit messages: a batch ends when limit is reached or when no more
+// messages are pending, so a live tail is applied at once and a backlog in
+// large transactions. It returns when ctx ends or handle returns an error.
+func (s *Store) Follow(ctx context.Context, start uint64, limit int, handle func([]Msg) error) error {
+	cons, err := s.JS.OrderedConsumer(ctx, s.cfg.Stream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   max(start, 1),
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(2 * limit))
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	defer it.Stop()
+	batch := make([]Msg, 0, limit)
+	for {
+		m, err := it.Next(jetstream.NextContext(ctx))
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		md, err := m.Metadata()
+		if err != nil {
+			return err
+		}
+		batch = append(batch, Msg{Seq: md.Sequence.Stream, Data: m.Data(), Pending: md.NumPending})
+		if len(batch) < limit && md.NumPending > 0 {
+			continue
+		}
+		if err := handle(batch); err != nil {
+			return err
+		}
+		batch = batch[:0]
+	}
+}

@@ -1,0 +1,235 @@
+// Package httpapi is the HTTP adapter of the vault and the only importer of
+// Gin: it authenticates, validates requests at the edge, calls the
+// application layer and renders its answers and errors.
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
+
+	"github.com/mcpvault/vault/app"
+	"github.com/mcpvault/vault/domain"
+	"github.com/mcpvault/vault/events"
+	"github.com/mcpvault/vault/projections"
+)
+
+// APIKey is one accepted API key and the account it belongs to.
+type APIKey struct {
+	Account string
+	Key     string
+}
+
+// Handler serves the vault's HTTP API.
+type Handler struct {
+	Vault *app.Vault
+	Log   *slog.Logger
+	// Keys are the accepted API keys.
+	Keys []APIKey
+	// RateLimit is each account's sustained requests per second (0 = off),
+	// with bursts of RateBurst.
+	RateLimit float64
+	RateBurst int
+	// Ready reports whether the process can serve (see /readyz).
+	Ready func(ctx context.Context) (bool, any)
+	// Registry receives the HTTP metrics; nil = a private registry.
+	Registry *prometheus.Registry
+
+	keyHashes [][32]byte
+	limiters  sync.Map // account → *rate.Limiter
+	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+}
+
+const ownerKey = "vault.owner"
+
+// Routes builds the Gin engine.
+func (h *Handler) Routes() http.Handler {
+	gin.SetMode(gin.ReleaseMode)
+	h.keyHashes = make([][32]byte, len(h.Keys))
+	for i, k := range h.Keys {
+		h.keyHashes[i] = sha256.Sum256([]byte(k.Key))
+	}
+	if h.Registry == nil {
+		h.Registry = prometheus.NewRegistry()
+	}
+	h.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "vault_http_requests_total", Help: "HTTP requests by route and status.",
+	}, []string{"method", "route", "status"})
+	h.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "vault_http_request_duration_seconds", Help: "HTTP request latency by route.",
+		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	}, []string{"method", "route"})
+	h.Registry.MustRegister(h.requests, h.latency)
+
+	r := gin.New()
+	r.HandleMethodNotAllowed = false
+	r.Use(h.observe, gin.CustomRecovery(func(c *gin.Context, _ any) {
+		h.Log.Error("panic serving request", "method", c.Request.Method, "route", c.FullPath())
+		abort(c, http.StatusInternalServerError, typeServer, "The server had an error while processing the request.", "", "")
+	}))
+	r.NoRoute(notFoundRoute)
+	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	r.GET("/readyz", h.readyz)
+	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{})))
+
+	api := r.Group("/api/v1/llm/mcp", h.authenticate, h.limit)
+	api.POST("/servers", h.createServer)
+	api.GET("/servers", h.listServers)
+	api.GET("/servers/:server_id", h.getServer)
+	api.POST("/servers/:server_id", h.updateServer)
+	api.DELETE("/servers/:server_id", h.deleteServer)
+	api.POST("/servers/:server_id/credentials", h.createCredential)
+	api.GET("/servers/:server_id/credentials", h.listCredentials)
+	api.GET("/servers/:server_id/credentials/:credential_id", h.getCredential)
+	api.POST("/servers/:server_id/credentials/:credential_id/revoke", h.revokeCredential)
+	api.DELETE("/servers/:server_id/credentials/:credential_id", h.deleteCredential)
+	api.POST("/servers/:server_id/test", h.testServer)
+	return r
+}
+
+// observe records metrics and one log line per request: method, route
+// template, status and latency. Never headers, bodies or query strings.
+func (h *Handler) observe(c *gin.Context) {
+	start := time.Now()
+	c.Next()
+	route := c.FullPath()
+	if route == "" {
+		route = "unmatched"
+	}
+	d := time.Since(start)
+	status := c.Writer.Status()
+	h.requests.WithLabelValues(c.Request.Method, route, strconv.Itoa(status)).Inc()
+	h.latency.WithLabelValues(c.Request.Method, route).Observe(d.Seconds())
+	h.Log.Debug("request", "method", c.Request.Method, "route", route, "status", status, "duration", d)
+}
+
+// authenticate checks the bearer API key in constant time against every
+// configured key and resolves the owner.
+func (h *Handler) authenticate(c *gin.Context) {
+	auth := c.GetHeader("Authorization")
+	scheme, key, ok := strings.Cut(auth, " ")
+	if auth == "" || !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(key) == "" {
+		abort(c, http.StatusUnauthorized, typeAuth,
+			"Missing or malformed API key. Send 'Authorization: Bearer <api-key>'.", "", "missing_api_key")
+		return
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(key)))
+	match := -1
+	for i := range h.keyHashes {
+		if subtle.ConstantTimeCompare(sum[:], h.keyHashes[i][:]) == 1 {
+			match = i
+		}
+	}
+	if match < 0 {
+		abort(c, http.StatusUnauthorized, typeAuth, "Incorrect API key provided.", "", "invalid_api_key")
+		return
+	}
+	owner := events.Owner{Account: h.Keys[match].Account}
+	if vals, present := c.Request.Header["X-On-Behalf-Of"]; present {
+		user := ""
+		if len(vals) > 0 {
+			user = vals[0]
+		}
+		if len(vals) > 1 || !validUser(user) {
+			badRequest(c, "X-On-Behalf-Of", "X-On-Behalf-Of must be 1 to 255 printable characters.")
+			return
+		}
+		owner.User = user
+	}
+	c.Set(ownerKey, owner)
+}
+
+func validUser(s string) bool {
+	if s == "" || !utf8.ValidString(s) || utf8.RuneCountInString(s) > 255 {
+		return false
+	}
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// limit applies the account's request rate.
+func (h *Handler) limit(c *gin.Context) {
+	if h.RateLimit <= 0 {
+		return
+	}
+	acct := owner(c).Account
+	l, ok := h.limiters.Load(acct)
+	if !ok {
+		burst := h.RateBurst
+		if burst <= 0 {
+			burst = int(2 * h.RateLimit)
+		}
+		l, _ = h.limiters.LoadOrStore(acct, rate.NewLimiter(rate.Limit(h.RateLimit), burst))
+	}
+	if !l.(*rate.Limiter).Allow() {
+		c.Header("Retry-After", "1")
+		abort(c, http.StatusTooManyRequests, typeRateLimit, "Too many requests for this account; slow down.", "", "rate_limited")
+	}
+}
+
+func owner(c *gin.Context) events.Owner { return c.MustGet(ownerKey).(events.Owner) }
+
+func (h *Handler) readyz(c *gin.Context) {
+	ok, detail := h.Ready(c.Request.Context())
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusServiceUnavailable
+	}
+	c.JSON(status, detail)
+}
+
+// listParams parses limit, order, after and before.
+func listParams(c *gin.Context, validID func(string) bool) (projections.Page, error) {
+	p := projections.Page{Limit: 20, Desc: true}
+	q := c.Request.URL.Query()
+	if v, ok := q["limit"]; ok {
+		n, err := strconv.Atoi(v[0])
+		if err != nil || n < 1 || n > 100 {
+			return p, domain.Invalid("limit", "limit must be an integer from 1 to 100.")
+		}
+		p.Limit = n
+	}
+	if v, ok := q["order"]; ok {
+		switch v[0] {
+		case "asc":
+			p.Desc = false
+		case "desc":
+		default:
+			return p, domain.Invalid("order", "order must be 'asc' or 'desc'.")
+		}
+	}
+	for _, name := range []string{"after", "before"} {
+		if v, ok := q[name]; ok {
+			if !validID(v[0]) {
+				return p, domain.Invalid(name, name+" must be an object ID from this list.")
+			}
+			if name == "after" {
+				p.After = v[0]
+			} else {
+				p.Before = v[0]
+			}
+		}
+	}
+	if p.After != "" && p.Before != "" {
+		return p, domain.Invalid("before", "Give at most one of after and before.")
+	}
+	return p, nil
+}

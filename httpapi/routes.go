@@ -1,0 +1,198 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/mcpvault/vault/domain"
+)
+
+func (h *Handler) createServer(c *gin.Context) {
+	body, ok := readBody(c)
+	if !ok {
+		return
+	}
+	p, err := parseServerPatch(body)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	s, err := h.Vault.CreateServer(c.Request.Context(), owner(c), p)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, renderServer(s))
+}
+
+func (h *Handler) listServers(c *gin.Context) {
+	p, err := listParams(c, domain.ValidServerID)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	items, more, err := h.Vault.ListServers(c.Request.Context(), owner(c), p)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, renderList(items, more, renderServer, func(s domain.Server) string { return s.ID }))
+}
+
+func (h *Handler) getServer(c *gin.Context) {
+	s, err := h.Vault.GetServer(c.Request.Context(), owner(c), c.Param("server_id"))
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, renderServer(s))
+}
+
+func (h *Handler) updateServer(c *gin.Context) {
+	body, ok := readBody(c)
+	if !ok {
+		return
+	}
+	if !domain.ValidServerID(c.Param("server_id")) {
+		h.fail(c, domain.ErrServerNotFound)
+		return
+	}
+	p, err := parseServerPatch(body)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	s, err := h.Vault.UpdateServer(c.Request.Context(), owner(c), c.Param("server_id"), p)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, renderServer(s))
+}
+
+func (h *Handler) deleteServer(c *gin.Context) {
+	id := c.Param("server_id")
+	if err := h.Vault.DeleteServer(c.Request.Context(), owner(c), id); err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, deletedJSON{ID: id, Object: "mcp.server.deleted", Deleted: true})
+}
+
+func (h *Handler) createCredential(c *gin.Context) {
+	body, ok := readBody(c)
+	if !ok {
+		return
+	}
+	if !domain.ValidServerID(c.Param("server_id")) {
+		h.fail(c, domain.ErrServerNotFound)
+		return
+	}
+	in, err := parseCredentialInput(body)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	cred, err := h.Vault.CreateCredential(c.Request.Context(), owner(c), c.Param("server_id"), in)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusCreated, renderCredential(cred))
+}
+
+func (h *Handler) listCredentials(c *gin.Context) {
+	p, err := listParams(c, domain.ValidCredentialID)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	include := true
+	if v, ok := c.Request.URL.Query()["include_revoked"]; ok {
+		switch v[0] {
+		case "true":
+		case "false":
+			include = false
+		default:
+			h.fail(c, domain.Invalid("include_revoked", "include_revoked must be 'true' or 'false'."))
+			return
+		}
+	}
+	items, more, err := h.Vault.ListCredentials(c.Request.Context(), owner(c), c.Param("server_id"), include, p)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, renderList(items, more, renderCredential, func(c domain.Credential) string { return c.ID }))
+}
+
+func (h *Handler) getCredential(c *gin.Context) {
+	cred, err := h.Vault.GetCredential(c.Request.Context(), owner(c), c.Param("server_id"), c.Param("credential_id"))
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, renderCredential(cred))
+}
+
+// emptyBody accepts no body or {} (revoke).
+func emptyBody(c *gin.Context) bool {
+	body, ok := readBody(c)
+	if !ok {
+		return false
+	}
+	if _, err := parseObject(body, true); err != nil {
+		badRequest(c, err.Param, err.Message)
+		return false
+	}
+	return true
+}
+
+func (h *Handler) revokeCredential(c *gin.Context) {
+	if !emptyBody(c) {
+		return
+	}
+	cred, err := h.Vault.RevokeCredential(c.Request.Context(), owner(c), c.Param("server_id"), c.Param("credential_id"))
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, renderCredential(cred))
+}
+
+func (h *Handler) deleteCredential(c *gin.Context) {
+	id := c.Param("credential_id")
+	if err := h.Vault.DeleteCredential(c.Request.Context(), owner(c), c.Param("server_id"), id); err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, deletedJSON{ID: id, Object: "mcp.credential.deleted", Deleted: true})
+}
+
+func (h *Handler) testServer(c *gin.Context) {
+	body, ok := readBody(c)
+	if !ok {
+		return
+	}
+	obj, perr := parseObject(body, true, "credential_id")
+	if perr != nil {
+		h.fail(c, perr)
+		return
+	}
+	credID, ferr := field[string](obj, "credential_id", "a credential ID string")
+	if ferr != nil {
+		h.fail(c, ferr)
+		return
+	}
+	if credID.Set && !credID.Null && !domain.ValidCredentialID(credID.V) {
+		h.fail(c, domain.Invalid("credential_id", "credential_id must be a credential ID (mcp_cred_…)."))
+		return
+	}
+	res, err := h.Vault.TestServer(c.Request.Context(), owner(c), c.Param("server_id"), credID.V)
+	if err != nil {
+		h.fail(c, err)
+		return
+	}
+	c.JSON(http.StatusOK, renderTest(c.Param("server_id"), res))
+}

@@ -1,0 +1,167 @@
+// Package projections owns the SQLite read model: its schema (embedded SQL
+// migrations), the application of events to it with the domain fold, and the
+// queries the API answers reads with. No other package imports SQLite.
+package projections
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+
+	_ "github.com/mattn/go-sqlite3" // the SQLite driver
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Mode says how a DB is opened.
+type Mode int
+
+// The modes of Open.
+const (
+	// Writer is the projector: one connection, WAL, secure_delete.
+	Writer Mode = iota
+	// Reader is the API: a pool of query-only connections.
+	Reader
+	// Bulk is a rebuild into a fresh file: durability relaxed until Close,
+	// which checkpoints; the file is only swapped in once complete.
+	Bulk
+)
+
+// DB is a handle on the read model file.
+type DB struct {
+	sql  *sql.DB
+	path string
+	mode Mode
+}
+
+// Open opens (creating and migrating when needed) the read model at path.
+func Open(ctx context.Context, path string, mode Mode) (*DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	q := url.Values{}
+	q.Set("_busy_timeout", "10000")
+	q.Set("_journal_mode", "WAL")
+	q.Set("_secure_delete", "on")
+	q.Set("_txlock", "immediate")
+	switch mode {
+	case Writer:
+		q.Set("_synchronous", "NORMAL")
+	case Bulk:
+		q.Set("_synchronous", "OFF")
+	}
+	dsn := "file:" + path + "?" + q.Encode()
+	db, err := sql.Open("sqlite3", dsn)
+	if err != nil {
+		return nil, err
+	}
+	d := &DB{sql: db, path: path, mode: mode}
+	if err := d.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if mode == Reader {
+		db.Close()
+		q.Set("_query_only", "on")
+		q.Del("_txlock")
+		if db, err = sql.Open("sqlite3", "file:"+path+"?"+q.Encode()); err != nil {
+			return nil, err
+		}
+		db.SetMaxOpenConns(8)
+		db.SetMaxIdleConns(8)
+		d.sql = db
+	} else {
+		db.SetMaxOpenConns(1)
+	}
+	if mode == Bulk {
+		if _, err := db.ExecContext(ctx, "PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-65536"); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+	return d, nil
+}
+
+// Path is the file the DB was opened from.
+func (d *DB) Path() string { return d.path }
+
+// Close closes the DB; a Bulk DB is checkpointed first.
+func (d *DB) Close() error {
+	if d.mode == Bulk {
+		if _, err := d.sql.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+			d.sql.Close()
+			return err
+		}
+	}
+	return d.sql.Close()
+}
+
+// SQL exposes the handle for tests and benchmarks in this module.
+func (d *DB) SQL() *sql.DB { return d.sql }
+
+// migrate applies the embedded migrations not yet applied, each in its own
+// transaction, recording the count in user_version.
+func (d *DB) migrate(ctx context.Context) error {
+	names, err := fs.Glob(migrations, "migrations/*.sql")
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	conn, err := d.sql.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	for {
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return err
+		}
+		var version int
+		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if version >= len(names) {
+			return tx.Rollback()
+		}
+		body, err := migrations.ReadFile(names[version])
+		if err != nil {
+			tx.Rollback()
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("projections: migration %s: %w", names[version], err)
+		}
+		if _, err := tx.ExecContext(ctx, "PRAGMA user_version = "+strconv.Itoa(version+1)); err != nil {
+			tx.Rollback()
+			return err
+		}
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+}
+
+// LastSeq is the stream sequence of the last event applied.
+func (d *DB) LastSeq(ctx context.Context) (uint64, error) {
+	var seq uint64
+	err := d.sql.QueryRowContext(ctx, "SELECT last_seq FROM projector_state WHERE id = 1").Scan(&seq)
+	return seq, err
+}
+
+// ErrNotFound is returned by the queries for an unknown or foreign id.
+var ErrNotFound = errors.New("projections: not found")
+
+func isUnique(err error) bool { return err != nil && strings.Contains(err.Error(), "UNIQUE") }

@@ -1,0 +1,142 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/mcpvault/vault/eventstore"
+	"github.com/mcpvault/vault/projections"
+)
+
+// Rebuild replays the whole event stream into a new read model file while
+// the old one keeps serving, then swaps the new contents in atomically.
+type Rebuild struct {
+	NATSURL       string
+	Stream        string
+	ReadModelPath string
+	Log           *slog.Logger
+	// Progress receives a progress bar when it is a terminal, else plain
+	// log lines every few seconds.
+	Progress io.Writer
+	// BatchSize is the number of events per transaction (default 5000).
+	BatchSize int
+}
+
+// Run rebuilds and swaps. It returns the number of events applied.
+func (r *Rebuild) Run(ctx context.Context) error {
+	nc, err := eventstore.Connect(r.NATSURL, "vault-rebuild")
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	st, err := eventstore.OpenWhenReady(ctx, nc, eventstore.Config{Stream: r.Stream}, func(err error) {
+		r.Log.Warn("waiting for the event stream", "err", err)
+	})
+	if err != nil {
+		return err
+	}
+	tmp := fmt.Sprintf("%s.rebuild-%d", r.ReadModelPath, time.Now().UnixNano())
+	defer removeDB(tmp)
+	n, err := r.build(ctx, st, tmp)
+	if err != nil {
+		return err
+	}
+	db, err := projections.Open(ctx, tmp, projections.Bulk)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if err := db.ReplaceContents(ctx, r.ReadModelPath); err != nil {
+		return err
+	}
+	r.Log.Info("read model rebuilt and swapped in", "events", n, "path", r.ReadModelPath)
+	return nil
+}
+
+// Build replays the stream into a fresh file at path (relaxed durability; the
+// file is only used once complete) and returns the events applied.
+func (r *Rebuild) build(ctx context.Context, st *eventstore.Store, path string) (uint64, error) {
+	total, err := st.LastSeq(ctx)
+	if err != nil {
+		return 0, err
+	}
+	db, err := projections.Open(ctx, path, projections.Bulk)
+	if err != nil {
+		return 0, err
+	}
+	batch := r.BatchSize
+	if batch <= 0 {
+		batch = 5000
+	}
+	prog := r.progress(int64(total))
+	start := time.Now()
+	var applied uint64
+	if total > 0 {
+		fctx, cancel := context.WithCancel(ctx)
+		err = st.Follow(fctx, 1, batch, func(msgs []eventstore.Msg) error {
+			a, err := db.Apply(fctx, decode(msgs, r.Log))
+			if err != nil {
+				return err
+			}
+			prog(int64(a.LastSeq), false)
+			applied = a.LastSeq
+			if applied >= total {
+				cancel()
+			}
+			return nil
+		})
+		cancel()
+		if applied < total {
+			db.Close()
+			if err == nil || ctx.Err() != nil {
+				err = fmt.Errorf("rebuild interrupted at %d of %d: %v", applied, total, ctx.Err())
+			}
+			return 0, err
+		}
+	}
+	prog(int64(applied), true)
+	r.Log.Info("replayed", "events", applied, "seconds", time.Since(start).Seconds())
+	return applied, db.Close()
+}
+
+// progress returns a reporter: a bar on a terminal, log lines otherwise.
+func (r *Rebuild) progress(total int64) func(n int64, done bool) {
+	if f, ok := r.Progress.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		bar := progressbar.NewOptions64(total, progressbar.OptionSetWriter(f),
+			progressbar.OptionSetDescription("rebuilding read model"), progressbar.OptionShowCount(),
+			progressbar.OptionShowIts(), progressbar.OptionSetItsString("events"),
+			progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionFullWidth())
+		return func(n int64, done bool) {
+			bar.Set64(n)
+			if done {
+				bar.Finish()
+				fmt.Fprintln(f)
+			}
+		}
+	}
+	start, last := time.Now(), time.Time{}
+	return func(n int64, done bool) {
+		if !done && time.Since(last) < 2*time.Second {
+			return
+		}
+		last = time.Now()
+		el := time.Since(start).Seconds()
+		rate := float64(n) / max(el, 1e-9)
+		left := time.Duration(float64(total-n)/max(rate, 1e-9)) * time.Second
+		r.Log.Info("rebuild progress", "applied", n, "total", total, "events_per_s", int(rate), "time_left", left.Round(time.Second).String())
+	}
+}
+
+func removeDB(path string) {
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		os.Remove(p)
+	}
+}
