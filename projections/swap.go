@@ -55,4 +55,3 @@ func (d *DB) ReplaceContents(ctx context.Context, livePath string) error {
 		})
 	})
 }
-

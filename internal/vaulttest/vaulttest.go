@@ -1,0 +1,344 @@
+// Package vaulttest starts the real vault — an in-process NATS JetStream
+// server on a random port with its store in a temp dir, the real projector
+// and the real API on :0 with a real SQLite file — for end-to-end tests.
+package vaulttest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/mcpvault/vault/app"
+	"github.com/mcpvault/vault/eventstore"
+	"github.com/mcpvault/vault/httpapi"
+	"github.com/mcpvault/vault/seal"
+	"github.com/mcpvault/vault/service"
+)
+
+// Accounts and keys every Env accepts.
+const (
+	KeyA = "sk-test-account-a-0123456789"
+	KeyB = "sk-test-account-b-0123456789"
+)
+
+// Options change how an Env starts.
+type Options struct {
+	Stream       string
+	AllowPrivate bool
+	Tester       app.Tester
+	RateLimit    float64
+	SyncAlways   bool
+	Now          func() time.Time
+}
+
+// Env is one running vault.
+type Env struct {
+	TB        testing.TB
+	URL       string // http://127.0.0.1:port
+	Dir       string
+	StoreDir  string
+	ReadModel string
+	Stream    string
+	Keyring   *seal.Keyring
+	Logs      *SyncBuffer
+
+	opts     Options
+	nats     *server.Server
+	natsAddr string
+	mu       sync.Mutex
+	api      *proc
+	proj     *proc
+}
+
+type proc struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func (p *proc) stop() error {
+	p.cancel()
+	return <-p.done
+}
+
+// SyncBuffer is a goroutine-safe log sink.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+// Write implements io.Writer.
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// String returns everything written so far.
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// MustStart starts NATS, the projector and the API; all stop at test cleanup.
+func MustStart(tb testing.TB, opts Options) *Env {
+	tb.Helper()
+	if opts.Stream == "" {
+		opts.Stream = "VAULT"
+	}
+	dir := tb.TempDir()
+	kr, err := seal.ParseKeyring(seal.NewKeySpec("k1"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	e := &Env{TB: tb, Dir: dir, StoreDir: filepath.Join(dir, "jetstream"), ReadModel: filepath.Join(dir, "readmodel.sqlite"),
+		Stream: opts.Stream, Keyring: kr, Logs: &SyncBuffer{}, opts: opts, natsAddr: "127.0.0.1:0"}
+	e.StartNATS()
+	e.StartProjector()
+	e.StartAPI()
+	tb.Cleanup(e.StopAll)
+	return e
+}
+
+// StartNATS starts (or restarts, on the same port and store) the NATS server.
+func (e *Env) StartNATS() {
+	e.TB.Helper()
+	s, err := eventstore.StartEmbedded(eventstore.EmbeddedOptions{Listen: e.natsAddr, StoreDir: e.StoreDir, SyncAlways: e.opts.SyncAlways})
+	if err != nil {
+		e.TB.Fatal(err)
+	}
+	e.nats = s
+	e.natsAddr = s.Addr().String()
+}
+
+// StopNATS shuts the NATS server down.
+func (e *Env) StopNATS() {
+	if e.nats != nil {
+		e.nats.Shutdown()
+		e.nats.WaitForShutdown()
+		e.nats = nil
+	}
+}
+
+// NATSURL is the client URL of the NATS server.
+func (e *Env) NATSURL() string { return "nats://" + e.natsAddr }
+
+// Logger returns a logger writing into e.Logs.
+func (e *Env) Logger(process string) *slog.Logger {
+	return slog.New(slog.NewTextHandler(e.Logs, &slog.HandlerOptions{Level: slog.LevelDebug})).With("process", process)
+}
+
+// StartProjector starts the projector process code.
+func (e *Env) StartProjector() {
+	p := &service.Projector{NATSURL: e.NATSURL(), Stream: e.Stream, ReadModelPath: e.ReadModel, Log: e.Logger("projector")}
+	e.proj = start(p.Run)
+}
+
+// StopProjector stops the projector.
+func (e *Env) StopProjector() {
+	if e.proj != nil {
+		if err := e.proj.stop(); err != nil {
+			e.TB.Errorf("projector: %v", err)
+		}
+		e.proj = nil
+	}
+}
+
+// StartAPI starts the API process code on a fresh port (the URL changes
+// only on the first start: later starts reuse the port).
+func (e *Env) StartAPI() {
+	e.TB.Helper()
+	addr := "127.0.0.1:0"
+	if e.URL != "" {
+		addr = strings.TrimPrefix(e.URL, "http://")
+	}
+	var ln net.Listener
+	var err error
+	for i := 0; i < 50; i++ {
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		e.TB.Fatal(err)
+	}
+	e.URL = "http://" + ln.Addr().String()
+	a := &service.API{Listener: ln, NATSURL: e.NATSURL(), Stream: e.Stream, ReadModelPath: e.ReadModel,
+		Keys:       []httpapi.APIKey{{Account: "acct_a", Key: KeyA}, {Account: "acct_b", Key: KeyB}},
+		MasterKeys: e.Keyring, AllowPrivate: e.opts.AllowPrivate, RateLimit: e.opts.RateLimit,
+		Log: e.Logger("api"), Tester: e.opts.Tester, Now: e.opts.Now}
+	e.api = start(a.Run)
+	e.WaitReady()
+}
+
+// StopAPI stops the API.
+func (e *Env) StopAPI() {
+	if e.api != nil {
+		if err := e.api.stop(); err != nil {
+			e.TB.Errorf("api: %v", err)
+		}
+		e.api = nil
+	}
+}
+
+// StopAll stops everything (idempotent).
+func (e *Env) StopAll() {
+	e.StopAPI()
+	e.StopProjector()
+	e.StopNATS()
+}
+
+func start(run func(context.Context) error) *proc {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &proc{cancel: cancel, done: make(chan error, 1)}
+	go func() { p.done <- run(ctx) }()
+	return p
+}
+
+// WaitReady waits until /readyz answers 200.
+func (e *Env) WaitReady() {
+	e.TB.Helper()
+	Eventually(e.TB, 20*time.Second, func() bool {
+		resp, err := http.Get(e.URL + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+// Eventually polls cond until it holds or timeout passes.
+func Eventually(tb testing.TB, timeout time.Duration, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(timeout)
+	wait := time.Millisecond
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("condition not met within %s", timeout)
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 100*time.Millisecond)
+	}
+}
+
+// Response is an HTTP answer.
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// JSON decodes the body into a generic map (fails the test otherwise).
+func (r Response) JSON(tb testing.TB) map[string]any {
+	tb.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.Body, &m); err != nil {
+		tb.Fatalf("body is not a JSON object: %v: %s", err, r.Body)
+	}
+	return m
+}
+
+// Request is one call to the API.
+type Request struct {
+	Method string
+	Path   string // under /api/v1/llm/mcp unless it starts with "/"+"healthz" etc.
+	Body   any    // string/[]byte sent raw; anything else JSON-encoded; nil = no body
+	Key    string // API key; "" = KeyA; "-" = no Authorization header
+	User   string // X-On-Behalf-Of; "" = none
+	Header map[string]string
+}
+
+var client = &http.Client{Timeout: 30 * time.Second}
+
+// Do sends r and returns the answer.
+func (e *Env) Do(tb testing.TB, r Request) Response {
+	tb.Helper()
+	var body io.Reader
+	switch b := r.Body.(type) {
+	case nil:
+	case string:
+		body = strings.NewReader(b)
+	case []byte:
+		body = bytes.NewReader(b)
+	default:
+		raw, err := json.Marshal(b)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		body = bytes.NewReader(raw)
+	}
+	url := e.URL + "/api/v1/llm/mcp" + r.Path
+	if strings.HasPrefix(r.Path, "!") {
+		url = e.URL + r.Path[1:]
+	}
+	req, err := http.NewRequest(r.Method, url, body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if r.Body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	switch r.Key {
+	case "":
+		req.Header.Set("Authorization", "Bearer "+KeyA)
+	case "-":
+	default:
+		req.Header.Set("Authorization", "Bearer "+r.Key)
+	}
+	if r.User != "" {
+		req.Header.Set("X-On-Behalf-Of", r.User)
+	}
+	for k, v := range r.Header {
+		if v == "" {
+			req.Header.Del(k)
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		tb.Fatalf("%s %s: %v", r.Method, r.Path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}
+}
+
+// MustCreateServer creates a server for user (of account A) and returns its id.
+func (e *Env) MustCreateServer(tb testing.TB, user string, body map[string]any) string {
+	tb.Helper()
+	if body == nil {
+		body = map[string]any{"name": "Linear", "server_label": "linear", "server_url": "https://mcp.linear.app/mcp"}
+	}
+	r := e.Do(tb, Request{Method: "POST", Path: "/servers", Body: body, User: user})
+	if r.Status != http.StatusCreated {
+		tb.Fatalf("create server: %d %s", r.Status, r.Body)
+	}
+	return r.JSON(tb)["id"].(string)
+}
+
+// MustCreateCredential creates a credential and returns its JSON.
+func (e *Env) MustCreateCredential(tb testing.TB, user, serverID string, body map[string]any) map[string]any {
+	tb.Helper()
+	r := e.Do(tb, Request{Method: "POST", Path: "/servers/" + serverID + "/credentials", Body: body, User: user})
+	if r.Status != http.StatusCreated {
+		tb.Fatalf("create credential: %d %s", r.Status, r.Body)
+	}
+	return r.JSON(tb)
+}
