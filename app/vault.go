@@ -27,6 +27,10 @@ import (
 var (
 	// ErrUnavailable: the event stream cannot take the write; nothing was stored.
 	ErrUnavailable = errors.New("The event stream is unavailable; nothing was stored. Retry later.")
+	// ErrAlreadyStored: an earlier attempt with the same Idempotency-Key
+	// stored its event, but its answer was lost (the API stopped meanwhile).
+	ErrAlreadyStored = &domain.Error{Kind: domain.KindConflict, Code: "idempotent_request_already_stored",
+		Message: "An earlier attempt with this Idempotency-Key was stored but its answer was lost; read the resource instead."}
 	// ErrReadModelBehind: the read model did not catch up within the bound.
 	ErrReadModelBehind = errors.New("The read model is behind the event stream; retry shortly.")
 )
@@ -151,6 +155,10 @@ func (v *Vault) append(ctx context.Context, serverID string, recs []events.Recor
 		switch {
 		case errors.Is(err, eventstore.ErrConflict):
 			return 0, domain.ErrConflict
+		case errors.Is(err, eventstore.ErrDuplicate):
+			// Only an Idempotency-Key msg id can repeat: an earlier attempt of
+			// this request stored its event but its answer was lost.
+			return 0, ErrAlreadyStored
 		case err != nil:
 			v.Log.Warn("append failed", "subject", subject, "err", err)
 			return 0, ErrUnavailable

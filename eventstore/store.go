@@ -20,6 +20,9 @@ var (
 	ErrConflict = errors.New("eventstore: concurrent write")
 	// ErrUnavailable: the stream could not take or serve the request.
 	ErrUnavailable = errors.New("eventstore: stream unavailable")
+	// ErrDuplicate: the message id was already stored (within the
+	// deduplication window) by an earlier attempt.
+	ErrDuplicate = errors.New("eventstore: duplicate message id")
 	// ErrKeyNotFound: no data key is stored for the credential (never stored or destroyed).
 	ErrKeyNotFound = errors.New("eventstore: data key not found")
 )
@@ -149,6 +152,9 @@ func (s *Store) Append(ctx context.Context, subject string, data []byte, msgID, 
 	ack, err := s.JS.Publish(ctx, subject, data, opts...)
 	if err != nil {
 		return 0, classify(err)
+	}
+	if ack.Duplicate {
+		return ack.Sequence, ErrDuplicate
 	}
 	return ack.Sequence, nil
 }

@@ -22,6 +22,9 @@ const MaxBodyBytes = 1 << 20
 // readBody reads a POST body under the size limit and checks its media type.
 // It answers 413/415/400 itself and returns ok=false when it did.
 func readBody(c *gin.Context) ([]byte, bool) {
+	if b, ok := c.Get(bodyKey); ok { // already read by the idempotency layer
+		return b.([]byte), true
+	}
 	r := c.Request
 	if r.ContentLength > MaxBodyBytes {
 		abort(c, http.StatusRequestEntityTooLarge, typeInvalid, "The request body is larger than 1 MiB.", "", "")

@@ -87,17 +87,17 @@ func (h *Handler) Routes() http.Handler {
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{})))
 
 	api := r.Group("/api/v1/llm/mcp", h.authenticate, h.limit)
-	api.POST("/servers", h.createServer)
+	api.POST("/servers", h.idempotent, h.createServer)
 	api.GET("/servers", h.listServers)
 	api.GET("/servers/:server_id", h.getServer)
-	api.POST("/servers/:server_id", h.updateServer)
+	api.POST("/servers/:server_id", h.idempotent, h.updateServer)
 	api.DELETE("/servers/:server_id", h.deleteServer)
-	api.POST("/servers/:server_id/credentials", h.createCredential)
+	api.POST("/servers/:server_id/credentials", h.idempotent, h.createCredential)
 	api.GET("/servers/:server_id/credentials", h.listCredentials)
 	api.GET("/servers/:server_id/credentials/:credential_id", h.getCredential)
-	api.POST("/servers/:server_id/credentials/:credential_id/revoke", h.revokeCredential)
+	api.POST("/servers/:server_id/credentials/:credential_id/revoke", h.idempotent, h.revokeCredential)
 	api.DELETE("/servers/:server_id/credentials/:credential_id", h.deleteCredential)
-	api.POST("/servers/:server_id/test", h.testServer)
+	api.POST("/servers/:server_id/test", h.idempotent, h.testServer)
 	return r
 }
 

@@ -15,7 +15,9 @@ package seal
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -39,6 +41,7 @@ var ErrDecrypt = errors.New("seal: ciphertext does not open")
 type Keyring struct {
 	active string
 	aeads  map[string]cipher.AEAD
+	macKey []byte // derived from the active key, for Fingerprint
 }
 
 // ParseKeyring parses "kid:base64(32 bytes),…". Errors never include key material.
@@ -62,9 +65,25 @@ func ParseKeyring(spec string) (*Keyring, error) {
 		}
 		if i == 0 {
 			kr.active = kid
+			m := hmac.New(sha256.New, key)
+			m.Write([]byte("mcp-vault/v1 fingerprint key"))
+			kr.macKey = m.Sum(nil)
 		}
 	}
 	return kr, nil
+}
+
+// Fingerprint is a keyed hash (HMAC-SHA256 under a key derived from the
+// active master key) of parts, each length-prefixed. It lets the vault
+// compare requests that contain secrets without storing anything from which
+// a low-entropy secret could be guessed offline.
+func (k *Keyring) Fingerprint(parts ...[]byte) []byte {
+	m := hmac.New(sha256.New, k.macKey)
+	for _, p := range parts {
+		m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(p))))
+		m.Write(p)
+	}
+	return m.Sum(nil)
 }
 
 // ActiveKID is the id of the key that wraps new data keys.
