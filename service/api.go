@@ -27,6 +27,7 @@ type API struct {
 	Listener      net.Listener // optional; overrides HTTPAddr (tests use :0)
 	NATSURL       string
 	Stream        string
+	Replicas      int // stream replicas when the vault creates them (default 1)
 	ReadModelPath string
 	Keys          []httpapi.APIKey
 	MasterKeys    *seal.Keyring
@@ -58,7 +59,7 @@ func (a *API) Run(ctx context.Context) error {
 	bindCtx, stopBind := context.WithCancel(ctx)
 	defer stopBind()
 	go func() {
-		st, err := eventstore.OpenWhenReady(bindCtx, nc, eventstore.Config{Stream: a.Stream}, func(err error) {
+		st, err := eventstore.OpenWhenReady(bindCtx, nc, eventstore.Config{Stream: a.Stream, Replicas: a.Replicas}, func(err error) {
 			a.Log.Warn("event stream not available yet; writes answer 503", "err", err)
 		})
 		if err == nil {

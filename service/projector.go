@@ -16,6 +16,7 @@ import (
 type Projector struct {
 	NATSURL       string
 	Stream        string
+	Replicas      int // stream replicas when the vault creates them (default 1)
 	ReadModelPath string
 	Log           *slog.Logger
 	// BatchSize is the most events applied in one transaction (default 1000).
@@ -37,7 +38,7 @@ func (p *Projector) Run(ctx context.Context) error {
 		return err
 	}
 	defer nc.Close()
-	st, err := eventstore.OpenWhenReady(ctx, nc, eventstore.Config{Stream: p.Stream}, func(err error) {
+	st, err := eventstore.OpenWhenReady(ctx, nc, eventstore.Config{Stream: p.Stream, Replicas: p.Replicas}, func(err error) {
 		p.Log.Warn("waiting for the event stream", "err", err)
 	})
 	if err != nil {

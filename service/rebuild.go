@@ -20,6 +20,7 @@ import (
 type Rebuild struct {
 	NATSURL       string
 	Stream        string
+	Replicas      int // stream replicas when the vault creates them (default 1)
 	ReadModelPath string
 	Log           *slog.Logger
 	// Progress receives a progress bar when it is a terminal, else plain
@@ -36,7 +37,7 @@ func (r *Rebuild) Run(ctx context.Context) error {
 		return err
 	}
 	defer nc.Close()
-	st, err := eventstore.OpenWhenReady(ctx, nc, eventstore.Config{Stream: r.Stream}, func(err error) {
+	st, err := eventstore.OpenWhenReady(ctx, nc, eventstore.Config{Stream: r.Stream, Replicas: r.Replicas}, func(err error) {
 		r.Log.Warn("waiting for the event stream", "err", err)
 	})
 	if err != nil {

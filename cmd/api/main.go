@@ -46,7 +46,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	api := &service.API{
-		HTTPAddr: cfg.HTTPAddr, NATSURL: cfg.NATSURL, Stream: cfg.Stream, ReadModelPath: cfg.ReadModelPath,
+		HTTPAddr: cfg.HTTPAddr, NATSURL: cfg.NATSURL, Stream: cfg.Stream, Replicas: cfg.Replicas, ReadModelPath: cfg.ReadModelPath,
 		Keys: keys, MasterKeys: kr, AllowPrivate: cfg.AllowPrivate, RateLimit: cfg.RateLimit, Log: log,
 	}
 	return api.Run(ctx)

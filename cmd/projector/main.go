@@ -30,12 +30,12 @@ func run(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if len(args) > 0 && args[0] == "rebuild" {
-		return (&service.Rebuild{NATSURL: cfg.NATSURL, Stream: cfg.Stream, ReadModelPath: cfg.ReadModelPath,
+		return (&service.Rebuild{NATSURL: cfg.NATSURL, Stream: cfg.Stream, Replicas: cfg.Replicas, ReadModelPath: cfg.ReadModelPath,
 			Log: log, Progress: os.Stderr}).Run(ctx)
 	}
 	if len(args) > 0 {
 		return fmt.Errorf("unknown command %q (want no argument, or rebuild)", args[0])
 	}
-	p := &service.Projector{NATSURL: cfg.NATSURL, Stream: cfg.Stream, ReadModelPath: cfg.ReadModelPath, Log: log}
+	p := &service.Projector{NATSURL: cfg.NATSURL, Stream: cfg.Stream, Replicas: cfg.Replicas, ReadModelPath: cfg.ReadModelPath, Log: log}
 	return p.Run(ctx)
 }

@@ -28,6 +28,7 @@ type Config struct {
 	NATSListen    string
 	NATSSync      string // "always" or a duration, for the embedded server
 	Stream        string
+	Replicas      int
 	ReadModelPath string
 	AllowPrivate  bool
 	RateLimit     float64
@@ -64,6 +65,9 @@ func Load() (Config, error) {
 	var err error
 	if c.AllowPrivate, err = strconv.ParseBool(env("VAULT_ALLOW_PRIVATE_UPSTREAMS", "false")); err != nil {
 		return c, fmt.Errorf("VAULT_ALLOW_PRIVATE_UPSTREAMS: want true or false")
+	}
+	if c.Replicas, err = strconv.Atoi(env("VAULT_NATS_REPLICAS", "1")); err != nil || c.Replicas < 1 || c.Replicas > 5 {
+		return c, fmt.Errorf("VAULT_NATS_REPLICAS: want 1 to 5")
 	}
 	if c.RateLimit, err = strconv.ParseFloat(env("VAULT_RATE_LIMIT", "1000"), 64); err != nil || c.RateLimit < 0 {
 		return c, fmt.Errorf("VAULT_RATE_LIMIT: want requests per second per account (0 = off)")
