@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -47,6 +48,8 @@ type Store struct {
 	events jetstream.Stream
 	keys   jetstream.Stream
 	idem   jetstream.KeyValue
+	queue  chan *appendReq // group commit, when enabled
+	stats  struct{ batches, batched, fallbacks atomic.Uint64 }
 }
 
 // Connect dials NATS (comma-separated URLs) and keeps reconnecting forever.
@@ -102,6 +105,8 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		DenyPurge:   true,
 		AllowDirect: true,
 		MaxMsgSize:  4 << 20,
+		// Group commit publishes concurrent appends as one atomic batch.
+		AllowAtomicPublish: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: stream %s: %w", cfg.Stream, err)
@@ -145,6 +150,16 @@ func (s *Store) Idempotency() jetstream.KeyValue { return s.idem }
 // Append publishes one event. expectSeq is the last sequence the writer saw
 // on the subject filter expect (0 = none yet); msgID deduplicates retries.
 func (s *Store) Append(ctx context.Context, subject string, data []byte, msgID, expect string, expectSeq uint64) (uint64, error) {
+	if s.queue != nil {
+		seq, dup, err := s.publishGrouped(ctx, subject, data, msgID, expect, expectSeq)
+		switch {
+		case err != nil:
+			return 0, classify(err)
+		case dup:
+			return seq, ErrDuplicate
+		}
+		return seq, nil
+	}
 	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID)}
 	if expect != "" {
 		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(expectSeq, expect))

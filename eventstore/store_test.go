@@ -3,6 +3,7 @@ package eventstore_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"testing"
 
 	"github.com/mcpvault/vault/eventstore"
@@ -79,5 +80,61 @@ func TestDestroyKey(t *testing.T) {
 	}
 	if err := st.DestroyKey(ctx, "c1"); err != nil {
 		t.Fatalf("destroy twice: %v", err)
+	}
+}
+
+// Group commit keeps every append's own guarantees: concurrent appends to
+// different trees all succeed once, a stale expectation fails only its own
+// append, and a retried message id is stored once.
+func TestGroupCommit(t *testing.T) {
+	st := MustStore(t)
+	st.EnableGroupCommit(2)
+	ctx := context.Background()
+	const n = 200
+	type res struct {
+		seq uint64
+		err error
+	}
+	out := make(chan res, 2*n)
+	for i := 0; i < n; i++ {
+		go func() {
+			srv := "g" + strconv.Itoa(i)
+			seq, err := st.Append(ctx, "vault."+srv+".server", []byte("x"), "msg-"+srv, "vault."+srv+".>", 0)
+			out <- res{seq, err}
+			// A second create on the same tree must conflict.
+			_, err = st.Append(ctx, "vault."+srv+".server", []byte("y"), "msg2-"+srv, "vault."+srv+".>", 0)
+			out <- res{0, err}
+		}()
+	}
+	seqs := map[uint64]bool{}
+	conflicts := 0
+	for i := 0; i < 2*n; i++ {
+		r := <-out
+		switch {
+		case errors.Is(r.err, eventstore.ErrConflict):
+			conflicts++
+		case r.err != nil:
+			t.Fatal(r.err)
+		default:
+			if seqs[r.seq] {
+				t.Fatalf("sequence %d given twice", r.seq)
+			}
+			seqs[r.seq] = true
+		}
+	}
+	if len(seqs) != n || conflicts != n {
+		t.Fatalf("%d stored, %d conflicts; want %d and %d", len(seqs), conflicts, n, n)
+	}
+	last, _ := st.LastSeq(ctx)
+	if last != n {
+		t.Fatalf("stream holds %d messages, want %d", last, n)
+	}
+	gs := st.GroupStats()
+	t.Logf("group commit: %+v", gs)
+	if gs.Batches == 0 || gs.Batched < 2*gs.Batches {
+		t.Fatalf("no atomic batch was committed: %+v", gs)
+	}
+	if _, err := st.Append(ctx, "vault.g0.server", []byte("x"), "msg-g0", "", 0); !errors.Is(err, eventstore.ErrDuplicate) {
+		t.Fatalf("retried msg id: %v", err)
 	}
 }
