@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/mcpvault/vault/events"
@@ -249,10 +250,18 @@ func checkServerURL(f Field[string]) error {
 	if err != nil || !u.IsAbs() || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Hostname() == "" {
 		return Invalid("server_url", "server_url must be an absolute http or https URL.")
 	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return Invalid("server_url", "server_url has an invalid port.")
+		}
+	}
+	if strings.ContainsAny(f.V, " \t\r\n") {
+		return Invalid("server_url", "server_url must not contain whitespace; percent-encode it.")
+	}
 	if u.User != nil {
 		return Invalid("server_url", "server_url must not contain credentials; store them as a credential.")
 	}
-	if u.Fragment != "" {
+	if u.Fragment != "" || strings.HasSuffix(f.V, "#") {
 		return Invalid("server_url", "server_url must not contain a fragment.")
 	}
 	return nil

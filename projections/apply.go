@@ -37,6 +37,7 @@ func (d *DB) Apply(ctx context.Context, recs []events.Record) (Applied, error) {
 		return Applied{}, err
 	}
 	start := out.LastSeq
+	a := &applier{ctx: ctx, tx: tx, d: d, trees: map[string]uint64{}}
 	for _, r := range recs {
 		if r.Sequence <= out.LastSeq {
 			continue
@@ -48,7 +49,7 @@ func (d *DB) Apply(ctx context.Context, recs []events.Record) (Applied, error) {
 			break // commit what is contiguous; the caller resumes
 		}
 		if r.Event != nil {
-			shred, err := applyOne(ctx, tx, r)
+			shred, err := a.apply(r)
 			if err != nil {
 				return Applied{}, fmt.Errorf("projections: apply seq %d (%s): %w", r.Sequence, r.Event.EventType(), err)
 			}
@@ -59,7 +60,12 @@ func (d *DB) Apply(ctx context.Context, recs []events.Record) (Applied, error) {
 	if out.LastSeq == start {
 		return out, nil
 	}
-	if _, err := tx.ExecContext(ctx, "UPDATE projector_state SET last_seq = ? WHERE id = 1", out.LastSeq); err != nil {
+	for id, seq := range a.trees {
+		if err := a.exec(bumpTree, seq, id); err != nil {
+			return Applied{}, err
+		}
+	}
+	if err := a.exec(setLastSeq, out.LastSeq); err != nil {
 		return Applied{}, err
 	}
 	return out, tx.Commit()
@@ -75,61 +81,89 @@ const (
 	header_names, expires_at, last_used_at, created_at, updated_at, revoked_at, secret`
 )
 
-// applyOne folds r into the stored state of its aggregate and writes the
+const (
+	bumpTree     = "UPDATE servers SET tree_seq = ? WHERE id = ?"
+	setLastSeq   = "UPDATE projector_state SET last_seq = ? WHERE id = 1"
+	selectServer = "SELECT " + serverColumns + " FROM servers WHERE id = ?"
+	selectCred   = "SELECT " + credentialColumns + " FROM credentials WHERE id = ?"
+	deleteCreds  = "DELETE FROM credentials WHERE server_id = ?"
+	deleteServer = "DELETE FROM servers WHERE id = ?"
+	deleteCred   = "DELETE FROM credentials WHERE id = ?"
+)
+
+// applyStatements are prepared once per writer.
+var applyStatements = []string{insertServer, insertCred, bumpTree, setLastSeq, selectServer, selectCred,
+	deleteCreds, deleteServer, deleteCred}
+
+// applier applies the records of one transaction. The newest sequence per
+// server tree is written once per transaction, not once per event.
+type applier struct {
+	ctx   context.Context
+	tx    *sql.Tx
+	d     *DB
+	trees map[string]uint64
+}
+
+// exec runs a cached prepared statement inside the transaction.
+func (a *applier) exec(query string, args ...any) error {
+	stmt, err := a.d.stmt(query)
+	if err != nil {
+		return err
+	}
+	_, err = a.tx.StmtContext(a.ctx, stmt).ExecContext(a.ctx, args...)
+	return err
+}
+
+func (a *applier) queryRow(query string, args ...any) *sql.Row {
+	stmt, err := a.d.stmt(query)
+	if err != nil {
+		return a.tx.QueryRowContext(a.ctx, query, args...)
+	}
+	return a.tx.StmtContext(a.ctx, stmt).QueryRowContext(a.ctx, args...)
+}
+
+// apply folds r into the stored state of its aggregate and writes the
 // result back. It returns credentials whose data key must be destroyed.
-func applyOne(ctx context.Context, tx *sql.Tx, r events.Record) ([]string, error) {
+func (a *applier) apply(r events.Record) ([]string, error) {
 	switch e := r.Event.(type) {
 	case events.ServerCreated:
 		s := domain.ApplyServer(domain.Server{}, r)
-		_, err := tx.ExecContext(ctx, insertServer, serverArgs(s, r.Sequence)...)
-		return nil, err
+		return nil, a.exec(insertServer, serverArgs(s, r.Sequence)...)
 	case events.ServerUpdated:
-		s, _, err := scanServer(tx.QueryRowContext(ctx, "SELECT "+serverColumns+" FROM servers WHERE id = ?", r.ServerID))
+		s, _, err := scanServer(a.queryRow(selectServer, r.ServerID))
 		if err != nil {
 			return nil, ignoreMissing(err)
 		}
 		s = domain.ApplyServer(s, r)
-		_, err = tx.ExecContext(ctx, insertServer, serverArgs(s, r.Sequence)...)
-		return nil, err
+		a.trees[r.ServerID] = r.Sequence
+		return nil, a.exec(insertServer, serverArgs(s, r.Sequence)...)
 	case events.ServerDeleted:
-		if _, err := tx.ExecContext(ctx, "DELETE FROM credentials WHERE server_id = ?", r.ServerID); err != nil {
+		delete(a.trees, r.ServerID)
+		if err := a.exec(deleteCreds, r.ServerID); err != nil {
 			return nil, err
 		}
-		_, err := tx.ExecContext(ctx, "DELETE FROM servers WHERE id = ?", r.ServerID)
-		return e.CredentialIDs, err
+		return e.CredentialIDs, a.exec(deleteServer, r.ServerID)
 	case events.CredentialCreated:
 		c := domain.ApplyCredential(domain.Credential{}, r)
-		if _, err := tx.ExecContext(ctx, insertCred, credentialArgs(c)...); err != nil {
-			return nil, err
-		}
-		return nil, bumpTree(ctx, tx, r)
+		a.trees[r.ServerID] = r.Sequence
+		return nil, a.exec(insertCred, credentialArgs(c)...)
 	case events.CredentialDeleted:
-		if _, err := tx.ExecContext(ctx, "DELETE FROM credentials WHERE id = ?", r.AggregateID); err != nil {
-			return nil, err
-		}
-		return []string{r.AggregateID}, bumpTree(ctx, tx, r)
+		a.trees[r.ServerID] = r.Sequence
+		return []string{r.AggregateID}, a.exec(deleteCred, r.AggregateID)
 	case events.CredentialRevoked, events.CredentialUsed:
-		c, err := scanCredential(tx.QueryRowContext(ctx, "SELECT "+credentialColumns+" FROM credentials WHERE id = ?", r.AggregateID))
+		a.trees[r.ServerID] = r.Sequence
+		c, err := scanCredential(a.queryRow(selectCred, r.AggregateID))
 		if err != nil {
 			return nil, ignoreMissing(err)
 		}
 		c = domain.ApplyCredential(c, r)
-		if _, err := tx.ExecContext(ctx, insertCred, credentialArgs(c)...); err != nil {
-			return nil, err
-		}
 		var shred []string
-		if c.RevokedAt != nil {
+		if _, revoked := e.(events.CredentialRevoked); revoked {
 			shred = []string{c.ID}
 		}
-		return shred, bumpTree(ctx, tx, r)
+		return shred, a.exec(insertCred, credentialArgs(c)...)
 	}
 	return nil, nil
-}
-
-// bumpTree records r's sequence as the newest under its server.
-func bumpTree(ctx context.Context, tx *sql.Tx, r events.Record) error {
-	_, err := tx.ExecContext(ctx, "UPDATE servers SET tree_seq = ? WHERE id = ?", r.Sequence, r.ServerID)
-	return err
 }
 
 // ignoreMissing treats an event about an aggregate the read model no longer

@@ -16,8 +16,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
-	_ "github.com/mattn/go-sqlite3" // the SQLite driver
+	"github.com/mattn/go-sqlite3" // the SQLite driver
 )
 
 //go:embed migrations/*.sql
@@ -42,6 +44,35 @@ type DB struct {
 	sql  *sql.DB
 	path string
 	mode Mode
+
+	mu    sync.Mutex
+	stmts map[string]*sql.Stmt // prepared statements of the writer
+}
+
+// stmt returns the statement prepared for query at Open (a writer has one
+// connection, held by the transaction, so nothing can be prepared later).
+func (d *DB) stmt(query string) (*sql.Stmt, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if st, ok := d.stmts[query]; ok {
+		return st, nil
+	}
+	return nil, fmt.Errorf("projections: statement not prepared: %.40s", query)
+}
+
+// prepare prepares the statements Apply uses.
+func (d *DB) prepare(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stmts = map[string]*sql.Stmt{}
+	for _, q := range applyStatements {
+		st, err := d.sql.PrepareContext(ctx, q)
+		if err != nil {
+			return err
+		}
+		d.stmts[q] = st
+	}
+	return nil
 }
 
 // Open opens (creating and migrating when needed) the read model at path.
@@ -66,7 +97,7 @@ func Open(ctx context.Context, path string, mode Mode) (*DB, error) {
 		return nil, err
 	}
 	d := &DB{sql: db, path: path, mode: mode}
-	if err := d.migrate(ctx); err != nil {
+	if err := d.migrateRetry(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
@@ -89,6 +120,12 @@ func Open(ctx context.Context, path string, mode Mode) (*DB, error) {
 			return nil, err
 		}
 	}
+	if mode != Reader {
+		if err := d.prepare(ctx); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
 	return d, nil
 }
 
@@ -97,6 +134,12 @@ func (d *DB) Path() string { return d.path }
 
 // Close closes the DB; a Bulk DB is checkpointed first.
 func (d *DB) Close() error {
+	d.mu.Lock()
+	for _, st := range d.stmts {
+		st.Close()
+	}
+	d.stmts = nil
+	d.mu.Unlock()
 	if d.mode == Bulk {
 		if _, err := d.sql.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
 			d.sql.Close()
@@ -111,6 +154,25 @@ func (d *DB) SQL() *sql.DB { return d.sql }
 
 // migrate applies the embedded migrations not yet applied, each in its own
 // transaction, recording the count in user_version.
+// migrateRetry runs migrate, retrying while the file is busy: when two
+// processes open a new file at once (vault run starts the API and the
+// projector together), switching it to WAL fails at once with SQLITE_BUSY,
+// without waiting for the busy timeout.
+func (d *DB) migrateRetry(ctx context.Context) error {
+	for i := 0; ; i++ {
+		err := d.migrate(ctx)
+		var se sqlite3.Error
+		if err == nil || i >= 100 || !errors.As(err, &se) || se.Code != sqlite3.ErrBusy {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
 func (d *DB) migrate(ctx context.Context) error {
 	names, err := fs.Glob(migrations, "migrations/*.sql")
 	if err != nil {

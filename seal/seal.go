@@ -50,8 +50,11 @@ func ParseKeyring(spec string) (*Keyring, error) {
 	for i, part := range strings.Split(spec, ",") {
 		part = strings.TrimSpace(part)
 		kid, b64, ok := strings.Cut(part, ":")
-		if !ok || kid == "" || strings.ContainsAny(kid, " \t") {
-			return nil, fmt.Errorf("seal: master key %d: want kid:base64", i+1)
+		// A kid is a short name ([A-Za-z0-9._-]{1,32}); a kid that is not
+		// could be key material (a spec written "base64:kid"), so it is
+		// never echoed in an error and never recorded with wrapped keys.
+		if !ok || !validKID(kid) {
+			return nil, fmt.Errorf("seal: master key %d: want kid:base64 with a kid of 1 to 32 letters, digits, '.', '_' or '-'", i+1)
 		}
 		key, err := base64.StdEncoding.DecodeString(b64)
 		if err != nil || len(key) != KeySize {
@@ -84,6 +87,19 @@ func (k *Keyring) Fingerprint(parts ...[]byte) []byte {
 		m.Write(p)
 	}
 	return m.Sum(nil)
+}
+
+func validKID(kid string) bool {
+	if kid == "" || len(kid) > 32 {
+		return false
+	}
+	for i := 0; i < len(kid); i++ {
+		c := kid[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }
 
 // ActiveKID is the id of the key that wraps new data keys.
