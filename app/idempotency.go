@@ -52,6 +52,10 @@ func (v *Vault) BeginIdempotent(ctx context.Context, owner events.Owner, key str
 	if st == nil {
 		return 0, nil, IdemTicket{}, ErrUnavailable
 	}
+	// Bounded like an append: when NATS has just gone away unnoticed, the
+	// JetStream default (5 s) alone would break "503 within 5 s".
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
 	sum := sha256.Sum256([]byte(owner.Key() + "\x00" + key))
 	t := IdemTicket{key: hex.EncodeToString(sum[:]), fp: v.Keys.Fingerprint(request...)}
 	pending, _ := json.Marshal(IdemAnswer{State: "pending", Fingerprint: t.fp, StartedAt: time.Now().UTC()})

@@ -78,6 +78,28 @@ func (s *Store) commit(group []*appendReq) {
 		}
 		live = append(live, r)
 	}
+	// JetStream evaluates the expected-last-sequence check of every message
+	// in a batch against the stream as it was before the batch (and only
+	// guards literal subjects), so two appends under one filter must not
+	// share a batch: the second would pass a check the first made stale — a
+	// lost update. Such later appends are published alone after the batch,
+	// where their check sees it.
+	var alone []*appendReq
+	if len(live) > 1 {
+		filters := map[string]bool{}
+		batch := make([]*appendReq, 0, len(live))
+		for _, r := range live {
+			if f := r.msg.Header.Get(jetstream.ExpectedLastSubjSeqSubjHeader); f != "" {
+				if filters[f] {
+					alone = append(alone, r)
+					continue
+				}
+				filters[f] = true
+			}
+			batch = append(batch, r)
+		}
+		live = batch
+	}
 	if len(live) > 1 {
 		msgs := make([]*nats.Msg, len(live))
 		for i, r := range live {
@@ -91,11 +113,12 @@ func (s *Store) commit(group []*appendReq) {
 			for i, r := range live {
 				r.done <- appendRes{seq: first + uint64(i)}
 			}
-			return
+			live = live[:0]
+		} else {
+			s.stats.fallbacks.Add(1)
 		}
-		s.stats.fallbacks.Add(1)
 	}
-	for _, r := range live {
+	for _, r := range append(live, alone...) {
 		ack, err := s.JS.PublishMsg(r.ctx, r.msg)
 		if err != nil {
 			r.done <- appendRes{err: err}

@@ -120,7 +120,8 @@ func timeField(obj object, name string) (domain.Field[time.Time], *domain.Error)
 	if err != nil || !f.Set || f.Null {
 		return domain.Field[time.Time]{Set: f.Set, Null: f.Null}, err
 	}
-	t, perr := time.Parse(time.RFC3339Nano, strings.TrimSpace(f.V))
+	// RFC 3339 (section 5.6) allows a lower-case "t" and "z"; Go's layout does not.
+	t, perr := time.Parse(time.RFC3339Nano, strings.ToUpper(strings.TrimSpace(f.V)))
 	if perr != nil {
 		return domain.Field[time.Time]{}, domain.Invalid(name, "Invalid '"+name+"': expected an RFC 3339 timestamp such as 2026-04-29T12:00:00.000Z.")
 	}

@@ -77,6 +77,9 @@ func (h *Handler) Routes() http.Handler {
 
 	r := gin.New()
 	r.HandleMethodNotAllowed = false
+	// An unknown route such as "/servers/" is a JSON 404 (API.md), not an
+	// HTML 301/307 redirect to "/servers".
+	r.RedirectTrailingSlash = false
 	r.Use(h.observe, gin.CustomRecovery(func(c *gin.Context, _ any) {
 		h.Log.Error("panic serving request", "method", c.Request.Method, "route", c.FullPath())
 		abort(c, http.StatusInternalServerError, typeServer, "The server had an error while processing the request.", "", "")

@@ -185,6 +185,9 @@ func (e *Env) StartAPI() {
 
 // StopAPI stops the API.
 func (e *Env) StopAPI() {
+	// A connection the client dialled but never used is "new" to the server,
+	// and http.Server.Shutdown waits 5 s before treating it as idle.
+	client.CloseIdleConnections()
 	if e.api != nil {
 		if err := e.api.stop(); err != nil {
 			e.TB.Errorf("api: %v", err)

@@ -67,7 +67,7 @@ func Load() (Config, error) {
 	if c.AllowPrivate, err = strconv.ParseBool(env("VAULT_ALLOW_PRIVATE_UPSTREAMS", "false")); err != nil {
 		return c, fmt.Errorf("VAULT_ALLOW_PRIVATE_UPSTREAMS: want true or false")
 	}
-	if c.GroupCommit, err = strconv.ParseBool(env("VAULT_GROUP_COMMIT", "true")); err != nil {
+	if c.GroupCommit, err = strconv.ParseBool(env("VAULT_GROUP_COMMIT", "false")); err != nil {
 		return c, fmt.Errorf("VAULT_GROUP_COMMIT: want true or false")
 	}
 	if c.Replicas, err = strconv.Atoi(env("VAULT_NATS_REPLICAS", "1")); err != nil || c.Replicas < 1 || c.Replicas > 5 {

@@ -1,0 +1,595 @@
+// Command vaultbench is `make bench`: it starts the real vault (bin/vault
+// run, as `make run` does, with a temporary data dir and free ports), drives
+// it over HTTP with the load generator of bench/loadgen, measures the raw
+// speed of the parts underneath (JetStream publishes, SQLite inserts) in the
+// same run, and prints each figure beside its baseline and target, one
+// `BENCH <name> <value> <unit>` line per figure, and a JSON file of the run
+// under bench/results/. See docs/benchmarks.md.
+//
+// Environment: BENCH_SECONDS (measured window of each load phase, default
+// 10), BENCH_CONCURRENCY (default 16), BENCH_CATCHUP_EVENTS (default
+// 100000), BENCH_LARGE=1 (adds the 1,000,000-event rebuild), BENCH_PROFILE=1
+// (adds CPU profiles of an in-process vault), BENCH_KEEP=1 (keeps the
+// temporary directory).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mcpvault/vault/bench/loadgen"
+	"github.com/mcpvault/vault/eventstore"
+)
+
+type config struct {
+	Seconds       float64 `json:"seconds"`
+	Concurrency   int     `json:"concurrency"`
+	CatchupEvents int     `json:"catchup_events"`
+	ReadUsers     int     `json:"read_users"`
+	ReadPerUser   int     `json:"read_per_user"`
+	Large         bool    `json:"large"`
+	Profile       bool    `json:"profile"`
+	Keep          bool    `json:"-"`
+	// Only, when not empty, limits the run to these phases (BENCH_ONLY,
+	// comma-separated: create, reads, catchup, large, profile).
+	Only []string `json:"only,omitempty"`
+}
+
+func (c config) runs(phase string) bool {
+	if len(c.Only) == 0 {
+		return phase != "large" && phase != "profile" || phase == "large" && c.Large || phase == "profile" && c.Profile
+	}
+	return slices.Contains(c.Only, phase)
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+func loadConfig() config {
+	c := config{Seconds: 10, Concurrency: envInt("BENCH_CONCURRENCY", 16), CatchupEvents: envInt("BENCH_CATCHUP_EVENTS", 100000),
+		ReadUsers: 1000, ReadPerUser: 100,
+		Large: os.Getenv("BENCH_LARGE") == "1", Profile: os.Getenv("BENCH_PROFILE") == "1", Keep: os.Getenv("BENCH_KEEP") == "1"}
+	if v := os.Getenv("BENCH_ONLY"); v != "" {
+		c.Only = strings.Split(v, ",")
+	}
+	if v, err := strconv.ParseFloat(os.Getenv("BENCH_SECONDS"), 64); err == nil && v > 0 {
+		c.Seconds = v
+	}
+	return c
+}
+
+// figure is one number of the run.
+type figure struct {
+	Name   string  `json:"name"`
+	Value  float64 `json:"value"`
+	Unit   string  `json:"unit"`
+	Target string  `json:"target,omitempty"`
+	Status string  `json:"status,omitempty"` // met, MISSED, or empty for context figures
+}
+
+// row is one line of the printed table.
+type row struct {
+	Measure  string `json:"measure"`
+	Ours     string `json:"ours"`
+	Baseline string `json:"baseline,omitempty"`
+	Ratio    string `json:"ratio,omitempty"`
+	Target   string `json:"target,omitempty"`
+	Status   string `json:"status,omitempty"`
+}
+
+type bench struct {
+	load0   string // /proc/loadavg at the start
+	cfg     config
+	root    string
+	tmp     string
+	started time.Time
+	figures []figure
+	rows    []row
+	runs    map[string]any
+	notes   []string
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%5.0fs] %s\n", time.Since(b.started).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func (b *bench) fig(name string, v float64, unit string) {
+	b.figures = append(b.figures, figure{Name: name, Value: v, Unit: unit})
+}
+
+// goal records a figure with a target; atMost says whether lower is better.
+func (b *bench) goal(name string, v float64, unit, target string, bound float64, atMost bool) string {
+	met := v >= bound
+	if atMost {
+		met = v <= bound
+	}
+	status := "MISSED"
+	if met {
+		status = "met"
+	}
+	b.figures = append(b.figures, figure{Name: name, Value: v, Unit: unit, Target: target, Status: status})
+	return status
+}
+
+func latency(r loadgen.Result) string {
+	s := fmt.Sprintf("p50 %.2f / p99 %.2f ms", r.P50Ms, r.P99Ms)
+	if r.Errors > 0 {
+		s += fmt.Sprintf(", %d errors", r.Errors)
+	}
+	return s
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	b := &bench{cfg: loadConfig(), started: time.Now(), runs: map[string]any{}, load0: loadavg()}
+	if err := b.main(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "vaultbench:", err)
+		os.Exit(1)
+	}
+}
+
+func (b *bench) main(ctx context.Context) error {
+	root, err := repoRoot()
+	if err != nil {
+		return err
+	}
+	b.root = root
+	bin := filepath.Join(root, "bin", "vault")
+	for _, name := range []string{"vault", "api", "projector"} {
+		if _, err := os.Stat(filepath.Join(root, "bin", name)); err != nil {
+			return fmt.Errorf("bin/%s missing: run `make build` (make bench does)", name)
+		}
+	}
+	b.tmp, err = os.MkdirTemp("", "vaultbench-")
+	if err != nil {
+		return err
+	}
+	if b.cfg.Keep {
+		b.logf("keeping %s", b.tmp)
+	} else {
+		defer os.RemoveAll(b.tmp)
+	}
+	stamp := b.started.UTC().Format("20060102T150405Z")
+	resDir := filepath.Join(root, "bench", "results")
+	if err := os.MkdirAll(resDir, 0o755); err != nil {
+		return err
+	}
+	b.logf("vaultbench: %d CPUs, %s, window %.0fs, concurrency %d, large=%v, profile=%v, loadavg %s",
+		runtime.NumCPU(), runtime.Version(), b.cfg.Seconds, b.cfg.Concurrency, b.cfg.Large, b.cfg.Profile, b.load0)
+
+	runErr := b.phases(ctx, bin, filepath.Join(resDir, stamp))
+	if runErr != nil {
+		b.notes = append(b.notes, "run stopped early: "+runErr.Error())
+	}
+	b.print()
+	path := filepath.Join(resDir, stamp+".json")
+	if err := b.writeJSON(path); err != nil {
+		return errors.Join(runErr, err)
+	}
+	fmt.Printf("\nresults: %s (%.0f s; loadavg at start %s, at end %s)\n", path, time.Since(b.started).Seconds(), b.load0, loadavg())
+	return runErr
+}
+
+func repoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.Contains(string(b), "module github.com/mcpvault/vault") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run from inside the repository (go.mod of github.com/mcpvault/vault not found)")
+		}
+		dir = parent
+	}
+}
+
+func (b *bench) phases(ctx context.Context, bin, profilePrefix string) error {
+	conc := b.cfg.Concurrency
+	dur := time.Duration(b.cfg.Seconds * float64(time.Second))
+	warm := 2 * time.Second
+
+	// 1. and 5. Create credential over HTTP, beside raw publishes.
+	if b.cfg.runs("create") {
+		if err := b.creates(ctx, bin, conc, warm, dur); err != nil {
+			return err
+		}
+	}
+	// 4. Reads with 100,000 credentials across 1,000 owners.
+	if b.cfg.runs("reads") {
+		if err := b.reads(ctx, bin, conc, warm, dur/2); err != nil {
+			return err
+		}
+	}
+	// 2. and 3. Projector catch-up and rebuild.
+	if b.cfg.runs("catchup") {
+		if err := b.catchup(ctx, "catchup", b.cfg.CatchupEvents, true, profilePrefix); err != nil {
+			return err
+		}
+	}
+	if b.cfg.runs("large") {
+		if err := b.catchup(ctx, "large", 1000000, false, profilePrefix); err != nil {
+			return err
+		}
+	}
+	if b.cfg.runs("profile") {
+		b.logf("CPU profiles of an in-process vault")
+		res, err := profileRun(ctx, b.tmp, profilePrefix, conc, dur, b.logf)
+		if err != nil {
+			return err
+		}
+		for k, v := range res {
+			b.runs[k] = v
+		}
+	}
+	return nil
+}
+
+// creates measures figure 1 (and 5): createCredential over HTTP in both
+// sync modes, each beside raw publishes to a stream with the same settings.
+func (b *bench) creates(ctx context.Context, bin string, conc int, warm, dur time.Duration) error {
+	creates := map[string]createRun{}
+	raws := map[string]loadgen.Result{}
+	atomics := map[string]map[int]loadgen.Result{}
+	eventSize, keySize := 0, 0
+	var open70 loadgen.Result
+	for _, mode := range []string{"default", "always"} {
+		sync := map[string]string{"default": "2m", "always": "always"}[mode]
+		var cr createRun
+		var rot []*owner
+		for _, gc := range []bool{true, false} {
+			b.logf("create credential, VAULT_NATS_SYNC=%s VAULT_GROUP_COMMIT=%v: starting bin/vault run", sync, gc)
+			v, err := startVault(ctx, bin, filepath.Join(b.tmp, fmt.Sprintf("vault-%s-%v", mode, gc)), sync, fmt.Sprintf("VAULT_GROUP_COMMIT=%v", gc))
+			if err != nil {
+				return err
+			}
+			// Fresh servers for every variant, so that each starts with the
+			// same number of credentials per server (none).
+			owners, err := setupOwners(ctx, v.URL, "w", conc, 1)
+			if err == nil && gc {
+				rot, err = setupOwners(ctx, v.URL, "x", conc, 8)
+			}
+			if err != nil {
+				v.Stop()
+				return err
+			}
+			if !gc {
+				cr.noGroup = createClosed(ctx, v.URL, owners, false, warm, dur)
+				b.logf("  closed loop, %d owners each on one server, no group commit: %s", conc, cr.noGroup)
+				b.runs["create_"+mode+"_nogroup"] = cr.noGroup
+				v.Stop()
+				continue
+			}
+			cr.main = createClosed(ctx, v.URL, owners, false, warm, dur)
+			b.logf("  closed loop, %d owners each on one server: %s", conc, cr.main)
+			cr.rotating = createClosed(ctx, v.URL, rot, true, warm, dur)
+			b.logf("  closed loop, %d owners each rotating over 8 servers: %s", conc, cr.rotating)
+			b.runs["create_"+mode] = cr.main
+			b.runs["create_"+mode+"_rotating"] = cr.rotating
+			if mode == "default" {
+				maxRate := max(cr.main.Throughput, cr.rotating.Throughput)
+				more, err := setupOwners(ctx, v.URL, "y", conc, 8)
+				if err != nil {
+					v.Stop()
+					return err
+				}
+				open70 = createOpen(ctx, v.URL, more, 0.7*maxRate, warm, dur)
+				b.logf("  open loop at 70%% of %.0f req/s: %s", maxRate, open70)
+				b.runs["create_default_open70"] = open70
+				if eventSize, keySize, err = storedSizes(ctx, v.NATSURL); err != nil {
+					v.Stop()
+					return err
+				}
+			}
+			v.Stop()
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+		}
+		creates[mode] = cr
+
+		b.logf("raw JetStream publish, %s sync (embedded server in the bench process), %d-byte messages", mode, eventSize)
+		r, err := startRaw(ctx, filepath.Join(b.tmp, "raw-"+mode), mode == "always")
+		if err != nil {
+			return err
+		}
+		raws[mode] = rawPublish(ctx, r, conc, eventSize, warm, dur)
+		b.logf("  %d publishers: %s", conc, raws[mode])
+		b.runs["raw_pub_"+mode] = raws[mode]
+		atomics[mode] = map[int]loadgen.Result{}
+		for _, size := range []int{8, 100} {
+			pubs := map[int]int{8: 2, 100: 4}[size]
+			ab, err := rawAtomicBatch(ctx, r, pubs, size, eventSize, time.Second, dur/3)
+			if err != nil {
+				b.notes = append(b.notes, "atomic batch publish: "+err.Error())
+				break
+			}
+			atomics[mode][size] = ab
+			b.runs[fmt.Sprintf("raw_atomic%d_%s", size, mode)] = ab
+			b.logf("  atomic batches of %d, %d publishers: %.0f msg/s (%s)", size, pubs, float64(size)*ab.Throughput, ab)
+		}
+		r.Close()
+	}
+	b.reportCreates(creates["default"], raws["default"], atomics["default"], "default (2m)", "default", 0.5)
+	b.reportCreates(creates["always"], raws["always"], atomics["always"], "always", "always", 1.0)
+	b.fig("event_bytes", float64(eventSize), "bytes")
+	b.fig("wrapped_key_bytes", float64(keySize), "bytes")
+	b.fig("create_open70_rate", open70.TargetRate, "req/s")
+	b.fig("create_open70_p50_ms", open70.P50Ms, "ms")
+	st := b.goal("create_open70_p99_ms", open70.P99Ms, "ms", "<= 10", 10, true)
+	b.rows = append(b.rows, row{fmt.Sprintf("create, open loop at 70%% of max (%.0f req/s offered), default sync", open70.TargetRate),
+		latency(open70), "", "", "p99 ≤ 10 ms", st})
+	return nil
+}
+
+type createRun struct{ main, rotating, noGroup loadgen.Result }
+
+func (b *bench) reportCreates(cr createRun, raw loadgen.Result, atomics map[int]loadgen.Result, label, mode string, bound float64) {
+	main := cr.main
+	p := "create_" + mode
+	b.fig(p+"_rps", main.Throughput, "req/s")
+	b.fig(p+"_p50_ms", main.P50Ms, "ms")
+	b.fig(p+"_p99_ms", main.P99Ms, "ms")
+	b.fig(p+"_rotating_rps", cr.rotating.Throughput, "req/s")
+	b.fig(p+"_rotating_p99_ms", cr.rotating.P99Ms, "ms")
+	b.fig(p+"_nogroup_rps", cr.noGroup.Throughput, "req/s")
+	b.fig(p+"_nogroup_p99_ms", cr.noGroup.P99Ms, "ms")
+	b.fig("raw_pub_"+mode+"_rps", raw.Throughput, "msg/s")
+	b.fig("raw_pub_"+mode+"_p50_ms", raw.P50Ms, "ms")
+	b.fig("raw_pub_"+mode+"_p99_ms", raw.P99Ms, "ms")
+	ratio := func(r loadgen.Result) float64 {
+		if raw.Throughput > 0 {
+			return r.Throughput / raw.Throughput
+		}
+		return 0
+	}
+	target := fmt.Sprintf(">= %.1f", bound)
+	st := b.goal("r_pub_"+mode, ratio(main), "ratio", target, bound, false)
+	b.fig("r_pub_"+mode+"_nogroup", ratio(cr.noGroup), "ratio")
+	b.rows = append(b.rows, row{fmt.Sprintf("create credential, %d concurrent, sync %s", main.Concurrency, label),
+		fmt.Sprintf("%.0f req/s, %s", main.Throughput, latency(main)),
+		fmt.Sprintf("raw publish %.0f msg/s, %s", raw.Throughput, latency(raw)),
+		fmt.Sprintf("R_pub %.2f", ratio(main)), "R_pub " + strings.Replace(target, ">=", "≥", 1), st})
+	b.rows = append(b.rows, row{"  same, VAULT_GROUP_COMMIT=false",
+		fmt.Sprintf("%.0f req/s, %s", cr.noGroup.Throughput, latency(cr.noGroup)), "", fmt.Sprintf("%.2f", ratio(cr.noGroup)), "", ""})
+	b.rows = append(b.rows, row{"  same, each owner rotating over 8 servers",
+		fmt.Sprintf("%.0f req/s, %s", cr.rotating.Throughput, latency(cr.rotating)), "", fmt.Sprintf("%.2f", ratio(cr.rotating)), "", ""})
+	for _, size := range []int{8, 100} {
+		a, ok := atomics[size]
+		if !ok {
+			continue
+		}
+		b.fig(fmt.Sprintf("raw_atomic%d_%s_msgs", size, mode), float64(size)*a.Throughput, "msg/s")
+		b.rows = append(b.rows, row{fmt.Sprintf("  raw atomic batch publish, %d/batch, %d publishers", size, a.Concurrency), "",
+			fmt.Sprintf("%.0f msg/s, commit %s", float64(size)*a.Throughput, latency(a)), "", "", ""})
+	}
+}
+
+func (b *bench) reads(ctx context.Context, bin string, conc int, warm, dur time.Duration) error {
+	users, per := b.cfg.ReadUsers, b.cfg.ReadPerUser
+	b.logf("reads: starting bin/vault run and prefilling %d credentials across %d owners through the stream", users*per, users)
+	v, err := startVault(ctx, bin, filepath.Join(b.tmp, "vault-reads"), "2m")
+	if err != nil {
+		return err
+	}
+	defer v.Stop()
+	nc, err := eventstore.Connect(v.NATSURL, "vaultbench-prefill")
+	if err != nil {
+		return err
+	}
+	st, err := eventstore.Open(ctx, nc, eventstore.Config{Stream: "VAULT"})
+	if err != nil {
+		nc.Close()
+		return err
+	}
+	fx, msgs := buildFixtures("r", users, per)
+	start := time.Now()
+	last, err := publishAll(ctx, st, msgs)
+	nc.Close()
+	if err != nil {
+		return err
+	}
+	if err := v.waitReady(ctx, 5*time.Minute, last); err != nil {
+		return err
+	}
+	b.logf("  %d events published and applied by bin/projector in %.1fs", last, time.Since(start).Seconds())
+	for _, k := range []struct {
+		name, label string
+		op          loadgen.Op
+	}{
+		{"get", "get credential", getOp(v.URL, fx)},
+		{"list", "list credentials (first page of 20)", listOp(v.URL, fx)},
+	} {
+		closed, open, light := readTriple(ctx, k.op, conc, warm/2, dur)
+		b.logf("  %s: closed %s", k.name, closed)
+		b.logf("  %s: open at 70%%: %s", k.name, open)
+		b.logf("  %s: open at 10%%: %s", k.name, light)
+		b.runs["read_"+k.name+"_closed"] = closed
+		b.runs["read_"+k.name+"_open70"] = open
+		b.runs["read_"+k.name+"_open10"] = light
+		p := "read_" + k.name
+		b.fig(p+"_max_rps", closed.Throughput, "req/s")
+		b.fig(p+"_closed_p99_ms", closed.P99Ms, "ms")
+		b.fig(p+"_open70_p50_ms", open.P50Ms, "ms")
+		st := b.goal(p+"_open70_p99_ms", open.P99Ms, "ms", "<= 5", 5, true)
+		b.fig(p+"_open10_p50_ms", light.P50Ms, "ms")
+		b.fig(p+"_open10_p99_ms", light.P99Ms, "ms")
+		b.rows = append(b.rows, row{fmt.Sprintf("%s, %d owners × %d, open loop at 70%% of max", k.label, users, per),
+			fmt.Sprintf("%s at %.0f req/s", latency(open), open.TargetRate),
+			"", "", "p99 ≤ 5 ms", st})
+		b.rows = append(b.rows, row{"  same, open loop at 10% of max (light load)",
+			fmt.Sprintf("%s at %.0f req/s", latency(light), light.TargetRate), "", "", "", ""})
+		b.rows = append(b.rows, row{fmt.Sprintf("  same, closed loop %d concurrent (max)", conc),
+			fmt.Sprintf("%.0f req/s, %s", closed.Throughput, latency(closed)), "", "", "", ""})
+	}
+	return nil
+}
+
+// catchup prefills an embedded stream with n events (servers and their
+// credentials), then times the real projector (when projector is set) and
+// service.Rebuild applying them into empty read models, beside raw batched
+// inserts of the same rows.
+func (b *bench) catchup(ctx context.Context, name string, n int, projector bool, profilePrefix string) error {
+	users := 100
+	if n >= 1000000 {
+		users = 1000
+	}
+	per := max(n/users-1, 1)
+	dir := filepath.Join(b.tmp, name)
+	r, err := startRaw(ctx, filepath.Join(dir, "jetstream"), false)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	_, msgs := buildFixtures("p", users, per)
+	b.logf("%s: publishing %d events (%d servers, %d credentials each)", name, len(msgs), users, per)
+	t0 := time.Now()
+	total, err := publishAll(ctx, r.st, msgs)
+	if err != nil {
+		return err
+	}
+	b.logf("  published in %.1fs", time.Since(t0).Seconds())
+	rows, err := rowsOf(msgs)
+	if err != nil {
+		return err
+	}
+	msgs = nil
+	url := r.srv.ClientURL()
+	label := fmt.Sprintf("%dk", n/1000)
+	if n >= 1000000 {
+		label = fmt.Sprintf("%dm", n/1000000)
+	}
+	withProfile := func(what string, f func() error) error {
+		if !b.cfg.Profile {
+			return f()
+		}
+		var ferr error
+		path := profilePrefix + "-" + what + ".cpu.prof"
+		if err := profiled(path, func() { ferr = f() }); err != nil {
+			return err
+		}
+		b.logf("  profile: %s", path)
+		return ferr
+	}
+	if projector {
+		var took time.Duration
+		if err := withProfile("projector", func() (err error) {
+			took, err = projectorCatchup(ctx, url, filepath.Join(dir, "projector.sqlite"), total)
+			return err
+		}); err != nil {
+			return err
+		}
+		eps := float64(total) / took.Seconds()
+		b.logf("  projector (service.Projector): %d events in %.2fs = %.0f events/s", total, took.Seconds(), eps)
+		rawTook, err := rawFile(ctx, filepath.Join(dir, "raw.sqlite"), rows, 1000)
+		if err != nil {
+			return err
+		}
+		rps := float64(len(rows)) / rawTook.Seconds()
+		b.logf("  raw go-sqlite3 file insert, 1000 rows/tx: %.2fs = %.0f rows/s", rawTook.Seconds(), rps)
+		b.fig("projector_catchup_eps", eps, "events/s")
+		b.fig("raw_sqlite_file_rps", rps, "rows/s")
+		st := b.goal("r_proj", eps/rps, "ratio", ">= 0.5", 0.5, false)
+		b.runs["catchup"] = map[string]any{"events": total, "projector_s": took.Seconds(), "raw_file_s": rawTook.Seconds()}
+		b.rows = append(b.rows, row{fmt.Sprintf("projector catch-up, %d events into an empty read model", total),
+			fmt.Sprintf("%.0f events/s (%.1fs)", eps, took.Seconds()),
+			fmt.Sprintf("raw insert, WAL file, %.0f rows/s (%.1fs)", rps, rawTook.Seconds()),
+			fmt.Sprintf("R_proj %.2f", eps/rps), "R_proj ≥ 0.5", st})
+	}
+	var rtotal, replay time.Duration
+	if err := withProfile("rebuild-"+label, func() (err error) {
+		rtotal, replay, err = rebuild(ctx, url, filepath.Join(dir, "rebuilt.sqlite"))
+		return err
+	}); err != nil {
+		return err
+	}
+	b.logf("  rebuild (service.Rebuild): %.2fs (replay %.2fs, swap %.2fs)", rtotal.Seconds(), replay.Seconds(), (rtotal - replay).Seconds())
+	memTook, err := rawMemory(ctx, filepath.Join(dir, "schema.sqlite"), rows, 1000)
+	if err != nil {
+		return err
+	}
+	b.logf("  raw in-memory insert, 1000 rows/tx: %.2fs = %.0f rows/s", memTook.Seconds(), float64(len(rows))/memTook.Seconds())
+	ratio := rtotal.Seconds() / memTook.Seconds()
+	p := "rebuild_" + label
+	b.fig(p+"_s", rtotal.Seconds(), "s")
+	b.fig(p+"_replay_s", replay.Seconds(), "s")
+	b.fig("raw_memory_"+label+"_s", memTook.Seconds(), "s")
+	b.runs[p] = map[string]any{"events": total, "rebuild_s": rtotal.Seconds(), "replay_s": replay.Seconds(), "raw_memory_s": memTook.Seconds()}
+	st, target := "", "(target applies to 1M)"
+	if n >= 1000000 {
+		target = "≤ 2× raw"
+		st = b.goal(p+"_ratio", ratio, "ratio", "<= 2", 2, true)
+		b.goal(p+"_moonshot_s", rtotal.Seconds(), "s", "<= 15", 15, true)
+	} else {
+		b.fig(p+"_ratio", ratio, "ratio")
+	}
+	b.rows = append(b.rows, row{fmt.Sprintf("rebuild of %d events (service.Rebuild, Bulk + swap)", total),
+		fmt.Sprintf("%.1fs (%.0f events/s)", rtotal.Seconds(), float64(total)/rtotal.Seconds()),
+		fmt.Sprintf("raw insert in memory %.1fs (%.0f rows/s)", memTook.Seconds(), float64(len(rows))/memTook.Seconds()),
+		fmt.Sprintf("%.2f×", ratio), target, st})
+	return nil
+}
+
+func (b *bench) print() {
+	fmt.Println()
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "measure\tours\traw baseline (same run)\tratio\ttarget\tstatus")
+	fmt.Fprintln(tw, "-------\t----\t-----------------------\t-----\t------\t------")
+	for _, r := range b.rows {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Measure, r.Ours, r.Baseline, r.Ratio, r.Target, r.Status)
+	}
+	tw.Flush()
+	for _, n := range b.notes {
+		fmt.Println("note:", n)
+	}
+	fmt.Println()
+	for _, f := range b.figures {
+		line := fmt.Sprintf("BENCH %s %s %s", f.Name, strconv.FormatFloat(f.Value, 'f', 3, 64), f.Unit)
+		if f.Target != "" {
+			line += fmt.Sprintf("  # target %s: %s", f.Target, f.Status)
+		}
+		fmt.Println(line)
+	}
+}
+
+func (b *bench) writeJSON(path string) error {
+	host, _ := os.Hostname()
+	out := map[string]any{
+		"started": b.started.UTC().Format(time.RFC3339), "seconds": time.Since(b.started).Seconds(),
+		"host": map[string]any{"name": host, "cpus": runtime.NumCPU(), "go": runtime.Version(), "os": runtime.GOOS, "arch": runtime.GOARCH,
+			"loadavg_start": b.load0, "loadavg_end": loadavg()},
+		"config": b.cfg, "figures": b.figures, "table": b.rows, "runs": b.runs, "notes": b.notes,
+	}
+	data, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(data, '\n'), 0o644)
+}
+
+// loadavg is /proc/loadavg (empty elsewhere): other work on a shared machine
+// skews every figure, so the run records it.
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return strings.TrimSpace(string(b))
+}

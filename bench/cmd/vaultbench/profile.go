@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"time"
+
+	"github.com/mcpvault/vault/bench/loadgen"
+	"github.com/mcpvault/vault/httpapi"
+	"github.com/mcpvault/vault/seal"
+	"github.com/mcpvault/vault/service"
+)
+
+// inProcess is the vault run inside the bench process — the same
+// service.API and service.Projector that bin/api and bin/projector run, and
+// the embedded JetStream server of bin/vault — so that pprof can see it (the
+// API binary has no profiling endpoint). The load generator shares the
+// process, so its own cost appears in the profile too (net/http client).
+type inProcess struct {
+	raw    *rawStore
+	URL    string
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startInProcess(ctx context.Context, dir string, syncAlways, groupCommit bool) (*inProcess, error) {
+	raw, err := startRaw(ctx, filepath.Join(dir, "jetstream"), syncAlways)
+	if err != nil {
+		return nil, err
+	}
+	kr, err := seal.ParseKeyring(seal.NewKeySpec("bench1"))
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	p := &inProcess{raw: raw, URL: "http://" + ln.Addr().String(), cancel: cancel, done: make(chan error, 2)}
+	rm := filepath.Join(dir, "readmodel.sqlite")
+	url := raw.srv.ClientURL()
+	go func() {
+		p.done <- (&service.Projector{NATSURL: url, Stream: "VAULT", ReadModelPath: rm, Log: quiet}).Run(rctx)
+	}()
+	go func() {
+		p.done <- (&service.API{Listener: ln, NATSURL: url, Stream: "VAULT", ReadModelPath: rm,
+			Keys: []httpapi.APIKey{{Account: benchAccount, Key: benchKey}}, MasterKeys: kr, NoGroupCommit: !groupCommit, Log: quiet}).Run(rctx)
+	}()
+	v := &vaultProc{URL: p.URL, exited: make(chan error, 1)}
+	if err := v.waitReady(ctx, 30*time.Second, 0); err != nil {
+		p.Stop()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *inProcess) Stop() {
+	p.cancel()
+	<-p.done
+	<-p.done
+	p.raw.Close()
+}
+
+// profiled runs f under the CPU profiler, writing to path.
+func profiled(path string, f func()) error {
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	if err := pprof.StartCPUProfile(out); err != nil {
+		return err
+	}
+	f()
+	pprof.StopCPUProfile()
+	return nil
+}
+
+// profileRun profiles the create path (default sync and sync always, with
+// and without group commit) and the get path of an in-process vault; the
+// files go to prefix-*.cpu.prof.
+func profileRun(ctx context.Context, tmp, prefix string, conc int, dur time.Duration, logf func(string, ...any)) (map[string]loadgen.Result, error) {
+	out := map[string]loadgen.Result{}
+	for _, v := range []struct {
+		always, group bool
+	}{{false, true}, {false, false}, {true, true}, {true, false}} {
+		name := map[bool]string{false: "default", true: "always"}[v.always]
+		if !v.group {
+			name += "-nogroup"
+		}
+		p, err := startInProcess(ctx, filepath.Join(tmp, "profile-"+name), v.always, v.group)
+		if err != nil {
+			return nil, err
+		}
+		res, err := profileVault(ctx, p, name, prefix, conc, dur, logf, !v.always && v.group)
+		p.Stop()
+		if err != nil {
+			return nil, err
+		}
+		for k, r := range res {
+			out[k] = r
+		}
+	}
+	return out, nil
+}
+
+func profileVault(ctx context.Context, p *inProcess, name, prefix string, conc int, dur time.Duration, logf func(string, ...any), reads bool) (map[string]loadgen.Result, error) {
+	out := map[string]loadgen.Result{}
+	owners, err := setupOwners(ctx, p.URL, "prof", conc, 8)
+	if err != nil {
+		return nil, err
+	}
+	createClosed(ctx, p.URL, owners, false, 0, 2*time.Second) // warm-up
+	var res loadgen.Result
+	path := fmt.Sprintf("%s-create-%s.cpu.prof", prefix, name)
+	if err := profiled(path, func() { res = createClosed(ctx, p.URL, owners, false, 0, dur) }); err != nil {
+		return nil, err
+	}
+	out["profile_create_"+name] = res
+	logf("profile create (%s, in process): %s → %s", name, res, path)
+	if !reads {
+		return out, nil
+	}
+	fx, msgs := buildFixtures("pr", 200, 100)
+	last, err := publishAll(ctx, p.raw.st, msgs)
+	if err == nil {
+		v := &vaultProc{URL: p.URL, exited: make(chan error, 1)}
+		err = v.waitReady(ctx, 2*time.Minute, last)
+	}
+	if err != nil {
+		return nil, err
+	}
+	path = prefix + "-get.cpu.prof"
+	if err := profiled(path, func() {
+		res = loadgen.Closed(ctx, loadgen.ClosedConfig{Concurrency: conc, Duration: dur}, getOp(p.URL, fx))
+	}); err != nil {
+		return nil, err
+	}
+	out["profile_get"] = res
+	logf("profile get (in process): %s → %s", res, path)
+	return out, nil
+}
