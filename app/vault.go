@@ -48,7 +48,12 @@ type Vault struct {
 	// WriteTimeout bounds one append (default 4 s, so a 503 comes within 5 s).
 	WriteTimeout time.Duration
 
-	store   atomic.Pointer[eventstore.Store]
+	store atomic.Pointer[eventstore.Store]
+	seq   struct {
+		sync.Mutex
+		running bool
+		next    *seqFlight
+	}
 	entropy struct {
 		sync.Mutex
 		src *ulid.MonotonicEntropy
@@ -86,10 +91,11 @@ func (v *Vault) Sync(ctx context.Context) error {
 	if st == nil {
 		return nil
 	}
-	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	target, err := st.LastSeq(sctx)
-	cancel()
+	target, err := v.streamSeq(ctx, st)
 	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
 		return nil
 	}
 	return v.waitApplied(ctx, target)
