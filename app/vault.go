@@ -229,7 +229,7 @@ func (v *Vault) onServer(ctx context.Context, owner events.Owner, id string,
 	return lastErr
 }
 
-// wrappedKey is how a wrapped data key is stored.
+// marshalWrapped is how a wrapped data key is stored in the keys stream.
 func marshalWrapped(w seal.WrappedKey) []byte {
 	b, _ := json.Marshal(w)
 	return b
