@@ -11,7 +11,6 @@ import (
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // read-only access to the read model
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mcpvault/vault/events"
@@ -98,49 +97,30 @@ func lcAppliedSeq(tb testing.TB, path string) uint64 {
 // lcJS connects a plain JetStream client to url (closed at cleanup).
 func lcJS(tb testing.TB, url string) jetstream.JetStream {
 	tb.Helper()
-	nc, err := nats.Connect(url)
+	return vaulttest.MustJetStream(tb, url)
+}
+
+// lcState is the state of stream.
+func lcState(tb testing.TB, url, stream string) jetstream.StreamState {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := lcJS(tb, url).Stream(ctx, stream)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	info, err := s.Info(ctx)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return js
+	return info.State
 }
 
 // lcLastSeq is the sequence of the newest message of stream.
-func lcLastSeq(tb testing.TB, url, stream string) uint64 {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := lcJS(tb, url).Stream(ctx, stream)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return info.State.LastSeq
-}
+func lcLastSeq(tb testing.TB, url, stream string) uint64 { return lcState(tb, url, stream).LastSeq }
 
 // lcMsgCount is the number of messages stream holds.
-func lcMsgCount(tb testing.TB, url, stream string) uint64 {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	s, err := lcJS(tb, url).Stream(ctx, stream)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return info.State.Msgs
-}
+func lcMsgCount(tb testing.TB, url, stream string) uint64 { return lcState(tb, url, stream).Msgs }
 
 // lcRecords reads, in stream order, every event of env's stream on
 // subject filter with an ordered consumer, decoded, with its sequence.

@@ -7,7 +7,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mcpvault/vault/internal/vaulttest"
@@ -16,13 +15,7 @@ import (
 // streamCount returns how many events the stream holds on subject filter.
 func streamCount(tb testing.TB, env *vaulttest.Env, filter string) int {
 	tb.Helper()
-	nc, err := nats.Connect(env.NATSURL())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
-	s, err := js.Stream(context.Background(), env.Stream)
+	s, err := vaulttest.MustJetStream(tb, env.NATSURL()).Stream(context.Background(), env.Stream)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -24,7 +24,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mcpvault/vault/domain"
@@ -39,16 +38,7 @@ import (
 // the vault stored exactly as it is stored.
 func shredJS(tb testing.TB, env *vaulttest.Env) jetstream.JetStream {
 	tb.Helper()
-	nc, err := nats.Connect(env.NATSURL(), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return js
+	return vaulttest.MustJetStream(tb, env.NATSURL())
 }
 
 func shredCtx(tb testing.TB) context.Context {

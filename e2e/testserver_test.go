@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mcpvault/vault/internal/vaulttest"
@@ -352,15 +351,7 @@ func tsHeaderBytes(h http.Header) []byte {
 // tsLastEvent reads the newest stream message on subject.
 func tsLastEvent(tb testing.TB, env *vaulttest.Env, subject string) *jetstream.RawStreamMsg {
 	tb.Helper()
-	nc, err := nats.Connect(env.NATSURL())
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		tb.Fatal(err)
-	}
+	js := vaulttest.MustJetStream(tb, env.NATSURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s, err := js.Stream(ctx, env.Stream)

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -46,21 +45,7 @@ func valSend(tb testing.TB, env *vaulttest.Env, c valCase, srv, cred string) vau
 	if strings.HasPrefix(path, "!") {
 		url = env.URL + path[1:]
 	}
-	var body io.Reader
-	switch b := c.body.(type) {
-	case nil:
-	case string:
-		body = strings.NewReader(b)
-	case []byte:
-		body = bytes.NewReader(b)
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		body = bytes.NewReader(raw)
-	}
-	req, err := http.NewRequest(c.method, url, body)
+	req, err := http.NewRequest(c.method, url, vaulttest.Body(tb, c.body))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -68,7 +53,7 @@ func valSend(tb testing.TB, env *vaulttest.Env, c valCase, srv, cred string) vau
 	case c.ctype == "-":
 	case c.ctype != "":
 		req.Header["Content-Type"] = []string{c.ctype}
-	case body != nil:
+	case c.body != nil:
 		req.Header.Set("Content-Type", "application/json")
 	}
 	switch c.auth {

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mcpvault/vault/app"
 	"github.com/mcpvault/vault/eventstore"
@@ -266,23 +268,46 @@ type Request struct {
 
 var client = &http.Client{Timeout: 30 * time.Second}
 
-// Do sends r and returns the answer.
-func (e *Env) Do(tb testing.TB, r Request) Response {
+// Body encodes a request body: nil = none, string/[]byte sent raw,
+// anything else JSON-encoded.
+func Body(tb testing.TB, v any) io.Reader {
 	tb.Helper()
-	var body io.Reader
-	switch b := r.Body.(type) {
+	switch b := v.(type) {
 	case nil:
+		return nil
 	case string:
-		body = strings.NewReader(b)
+		return strings.NewReader(b)
 	case []byte:
-		body = bytes.NewReader(b)
+		return bytes.NewReader(b)
 	default:
 		raw, err := json.Marshal(b)
 		if err != nil {
 			tb.Fatal(err)
 		}
-		body = bytes.NewReader(raw)
+		return bytes.NewReader(raw)
 	}
+}
+
+// MustJetStream returns a plain JetStream client on url (closed at cleanup)
+// that keeps reconnecting, for tests that read the stream exactly as stored.
+func MustJetStream(tb testing.TB, url string) jetstream.JetStream {
+	tb.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return js
+}
+
+// Do sends r and returns the answer.
+func (e *Env) Do(tb testing.TB, r Request) Response {
+	tb.Helper()
+	body := Body(tb, r.Body)
 	url := e.URL + "/api/v1/llm/mcp" + r.Path
 	if strings.HasPrefix(r.Path, "!") {
 		url = e.URL + r.Path[1:]
