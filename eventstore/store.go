@@ -144,9 +144,6 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 // Config returns the store's configuration.
 func (s *Store) Config() Config { return s.cfg }
 
-// Idempotency returns the bucket of remembered answers.
-func (s *Store) Idempotency() jetstream.KeyValue { return s.idem }
-
 // Append publishes one event. expectSeq is the last sequence the writer saw
 // on the subject filter expect (0 = none yet); msgID deduplicates retries.
 func (s *Store) Append(ctx context.Context, subject string, data []byte, msgID, expect string, expectSeq uint64) (uint64, error) {

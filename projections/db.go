@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -231,4 +230,3 @@ func (d *DB) LastSeq(ctx context.Context) (uint64, error) {
 // ErrNotFound is returned by the queries for an unknown or foreign id.
 var ErrNotFound = errors.New("projections: not found")
 
-func isUnique(err error) bool { return err != nil && strings.Contains(err.Error(), "UNIQUE") }
