@@ -229,4 +229,3 @@ func (d *DB) LastSeq(ctx context.Context) (uint64, error) {
 
 // ErrNotFound is returned by the queries for an unknown or foreign id.
 var ErrNotFound = errors.New("projections: not found")
-
