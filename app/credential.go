@@ -41,6 +41,7 @@ func (v *Vault) CreateCredential(ctx context.Context, owner events.Owner, server
 		if sealed, err = seal.Seal(dek, b, pt); err != nil {
 			return nil, err
 		}
+		sealed.DEKWrappedBy = w.KID // mcp.credential.created v2
 		wrapped = marshalWrapped(w)
 		return sealed, nil
 	}

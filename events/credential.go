@@ -1,5 +1,10 @@
 package events
 
+import (
+	"encoding/json"
+	"fmt"
+)
+
 // Wire names of the credential events.
 const (
 	TypeCredentialCreated = "mcp.credential.created"
@@ -10,10 +15,17 @@ const (
 
 // Sealed is a secret encrypted with AES-256-GCM under the credential's data
 // key. The data key is not here: it is kept, wrapped, outside the stream.
+//
+// DEKWrappedBy (version 2 of mcp.credential.created) is the id of the key
+// that wrapped the data key when the secret was sealed: the master key id of
+// VAULT_MASTER_KEYS. Auditors use it to list the credentials created under a
+// key that must be retired or is suspected compromised. It is empty in
+// events upcast from version 1, which did not record it.
 type Sealed struct {
-	Alg        string `json:"alg"`
-	Nonce      []byte `json:"nonce"`
-	Ciphertext []byte `json:"ciphertext"`
+	Alg          string `json:"alg"`
+	Nonce        []byte `json:"nonce"`
+	Ciphertext   []byte `json:"ciphertext"`
+	DEKWrappedBy string `json:"dek_wrapped_by,omitempty"`
 }
 
 // CredentialCreated records a new credential. The secret is sealed; only the
@@ -55,8 +67,10 @@ func (CredentialDeleted) EventType() string { return TypeCredentialDeleted }
 // EventType implements Event.
 func (CredentialUsed) EventType() string { return TypeCredentialUsed }
 
-// SchemaVersion implements Event.
-func (CredentialCreated) SchemaVersion() int { return 1 }
+// SchemaVersion implements Event. Version 2 added secret.dek_wrapped_by,
+// required whenever there is a secret; version 1 data is upcast by
+// decodeCredentialCreated.
+func (CredentialCreated) SchemaVersion() int { return 2 }
 
 // SchemaVersion implements Event.
 func (CredentialRevoked) SchemaVersion() int { return 1 }
@@ -66,3 +80,24 @@ func (CredentialDeleted) SchemaVersion() int { return 1 }
 
 // SchemaVersion implements Event.
 func (CredentialUsed) SchemaVersion() int { return 1 }
+
+// decodeCredentialCreated decodes every stored version of
+// mcp.credential.created into the current shape. Version 1 did not record
+// which key wrapped the data key: the upcast leaves DEKWrappedBy empty
+// ("not recorded"), which the fold and the read model ignore, so a stream of
+// version 1 events replays to the same read model.
+func decodeCredentialCreated(version int, data []byte) (Event, error) {
+	var e CredentialCreated
+	switch version {
+	case 1, 2:
+	default:
+		return nil, fmt.Errorf("unsupported version")
+	}
+	if err := json.Unmarshal(data, &e); err != nil {
+		return nil, err
+	}
+	if version == 1 && e.Secret != nil {
+		e.Secret.DEKWrappedBy = ""
+	}
+	return e, nil
+}

@@ -127,8 +127,8 @@ func Decode(env Envelope) (Event, error) {
 	if !ok {
 		return nil, fmt.Errorf("events: unknown type %q", env.Type)
 	}
-	// All types are at version 1; an upcaster per older version goes in the
-	// type's decoder, so callers only ever see the current shape.
+	// An upcaster per older version lives in the type's decoder (see
+	// decodeCredentialCreated), so callers only ever see the current shape.
 	e, err := dec(env.Version, env.Data)
 	if err != nil {
 		return nil, fmt.Errorf("events: decode %s v%d: %w", env.Type, env.Version, err)
@@ -154,7 +154,7 @@ var registry = map[string]func(int, []byte) (Event, error){
 	TypeServerCreated:     decodeV1[ServerCreated],
 	TypeServerUpdated:     decodeV1[ServerUpdated],
 	TypeServerDeleted:     decodeV1[ServerDeleted],
-	TypeCredentialCreated: decodeV1[CredentialCreated],
+	TypeCredentialCreated: decodeCredentialCreated,
 	TypeCredentialRevoked: decodeV1[CredentialRevoked],
 	TypeCredentialDeleted: decodeV1[CredentialDeleted],
 	TypeCredentialUsed:    decodeV1[CredentialUsed],

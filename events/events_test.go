@@ -56,7 +56,7 @@ func samples() map[string]events.Record {
 		events.TypeCredentialCreated: {Meta: credMeta("01JSXQ6Z8Y0000000000000004"), Event: events.CredentialCreated{
 			Name: ptr("Personal Linear token"), AuthType: "bearer", AuthorizationPreview: ptr("****...cdef"),
 			HeaderNames: []string{}, ExpiresAt: ptr(events.NewTime(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC))),
-			Secret: &events.Sealed{Alg: "AES-256-GCM", Nonce: []byte("0123456789ab"), Ciphertext: []byte("opaque ciphertext+tag")},
+			Secret: &events.Sealed{Alg: "AES-256-GCM", Nonce: []byte("0123456789ab"), Ciphertext: []byte("opaque ciphertext+tag"), DEKWrappedBy: "prod-2026"},
 		}},
 		events.TypeCredentialRevoked: {Meta: credMeta("01JSXQ6Z8Y0000000000000005"), Event: events.CredentialRevoked{}},
 		events.TypeCredentialDeleted: {Meta: credMeta("01JSXQ6Z8Y0000000000000006"), Event: events.CredentialDeleted{}},
@@ -139,7 +139,7 @@ func TestEnvelopeFields(t *testing.T) {
 	if !sameSet(keys, want) {
 		t.Fatalf("envelope keys %v, want %v", keys, want)
 	}
-	if string(env["type"]) != `"mcp.credential.created"` || string(env["version"]) != "1" ||
+	if string(env["type"]) != `"mcp.credential.created"` || string(env["version"]) != "2" ||
 		string(env["occurred_at"]) != `"2026-04-29T12:00:00.123Z"` ||
 		string(env["owner"]) != `{"account":"acct_a","user":"user-42"}` {
 		t.Fatalf("envelope %s", b)
@@ -165,8 +165,8 @@ func TestEnvelopeFields(t *testing.T) {
 	for k := range secret {
 		keys = append(keys, k)
 	}
-	if !sameSet(keys, []string{"alg", "nonce", "ciphertext"}) {
-		t.Fatalf("secret keys %v, want alg, nonce, ciphertext", keys)
+	if !sameSet(keys, []string{"alg", "nonce", "ciphertext", "dek_wrapped_by"}) {
+		t.Fatalf("secret keys %v, want alg, nonce, ciphertext, dek_wrapped_by", keys)
 	}
 }
 
@@ -220,7 +220,7 @@ func TestRoundTrip(t *testing.T) {
 		AuthType: "none", HeaderNames: []string{}}}
 	cases["credential created headers"] = events.Record{Meta: credMeta("01JSXQ6Z8Y0000000000000013"), Event: events.CredentialCreated{
 		AuthType: "headers", HeaderNames: []string{"X-Api-Key", "X-Tenant"},
-		Secret: &events.Sealed{Alg: "AES-256-GCM", Nonce: []byte{0, 1, 2, 255}, Ciphertext: []byte{9, 8, 7}}}}
+		Secret: &events.Sealed{Alg: "AES-256-GCM", Nonce: []byte{0, 1, 2, 255}, Ciphertext: []byte{9, 8, 7}, DEKWrappedBy: "k1"}}}
 	cases["credential used connected"] = events.Record{Meta: credMeta("01JSXQ6Z8Y0000000000000014"), Event: events.CredentialUsed{
 		Operation: "test_server", Outcome: "connected", ToolCount: 3, TargetHost: "mcp.linear.app"}}
 	for name, rec := range cases {
@@ -340,8 +340,12 @@ func TestTypes(t *testing.T) {
 		t.Fatalf("Types() = %v, want %v", events.Types(), want)
 	}
 	for typ, rec := range samples() {
-		if rec.Event.SchemaVersion() != 1 {
-			t.Errorf("%s is at version %d, want 1", typ, rec.Event.SchemaVersion())
+		want := 1
+		if typ == events.TypeCredentialCreated {
+			want = 2 // secret.dek_wrapped_by
+		}
+		if rec.Event.SchemaVersion() != want {
+			t.Errorf("%s is at version %d, want %d", typ, rec.Event.SchemaVersion(), want)
 		}
 	}
 }
@@ -394,5 +398,38 @@ func TestOwnerKey(t *testing.T) {
 			t.Fatalf("owners %+v and %+v share the key %q", prev, o, k)
 		}
 		seen[k] = o
+	}
+}
+
+// TestUpcastCredentialCreatedV1 reads a version 1 event as stored before
+// version 2 existed: it decodes to the current shape with dek_wrapped_by
+// empty ("not recorded") and every other field as written.
+func TestUpcastCredentialCreatedV1(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("testdata", "v1", "mcp.credential.created.golden"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := events.Unmarshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := samples()[events.TypeCredentialCreated]
+	ws := *want.Event.(events.CredentialCreated).Secret
+	ws.DEKWrappedBy = ""
+	we := want.Event.(events.CredentialCreated)
+	we.Secret = &ws
+	want.Event = we
+	if !reflect.DeepEqual(rec, want) {
+		t.Fatalf("v1 decodes to\n %#v\nwant\n %#v", rec, want)
+	}
+	// A version 1 event that carries dek_wrapped_by (no vault wrote one)
+	// has it dropped: version 1 never recorded the wrapping key.
+	v1with := strings.Replace(string(b), `"alg": "AES-256-GCM",`, `"alg": "AES-256-GCM", "dek_wrapped_by": "x",`, 1)
+	rec, err = events.Unmarshal([]byte(v1with))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.Event.(events.CredentialCreated).Secret.DEKWrappedBy; got != "" {
+		t.Fatalf("v1 dek_wrapped_by = %q, want empty", got)
 	}
 }
