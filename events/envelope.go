@@ -158,12 +158,14 @@ var registry = map[string]func(int, []byte) (Event, error){
 	TypeCredentialRevoked: decodeV1[CredentialRevoked],
 	TypeCredentialDeleted: decodeV1[CredentialDeleted],
 	TypeCredentialUsed:    decodeV1[CredentialUsed],
+	TypeAuditRejected:     decodeV1[AuditRejected],
 }
 
 // Types lists every wire name, for documentation and tests.
 func Types() []string {
 	return []string{TypeServerCreated, TypeServerUpdated, TypeServerDeleted,
-		TypeCredentialCreated, TypeCredentialRevoked, TypeCredentialDeleted, TypeCredentialUsed}
+		TypeCredentialCreated, TypeCredentialRevoked, TypeCredentialDeleted, TypeCredentialUsed,
+		TypeAuditRejected}
 }
 
 // SubjectPrefix starts every event subject.

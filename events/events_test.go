@@ -63,6 +63,10 @@ func samples() map[string]events.Record {
 		events.TypeCredentialUsed: {Meta: credMeta("01JSXQ6Z8Y0000000000000007"), Event: events.CredentialUsed{
 			Operation: "test_server", Outcome: "failed", ErrorCode: "upstream_unauthorized", ToolCount: 0, TargetHost: "mcp.linear.app",
 		}},
+		events.TypeAuditRejected: {Meta: credMeta("01JSXQ6Z8Y0000000000000008"), Event: events.AuditRejected{
+			Sequence: 42, Subject: "vault." + srvID + ".credential." + credID, Problem: "not signed",
+			BodySHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+		}},
 	}
 }
 
@@ -335,7 +339,8 @@ func TestSubjects(t *testing.T) {
 
 func TestTypes(t *testing.T) {
 	want := []string{"mcp.server.created", "mcp.server.updated", "mcp.server.deleted",
-		"mcp.credential.created", "mcp.credential.revoked", "mcp.credential.deleted", "mcp.credential.used"}
+		"mcp.credential.created", "mcp.credential.revoked", "mcp.credential.deleted", "mcp.credential.used",
+		"mcp.audit.rejected"}
 	if !reflect.DeepEqual(events.Types(), want) {
 		t.Fatalf("Types() = %v, want %v", events.Types(), want)
 	}
