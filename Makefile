@@ -5,9 +5,9 @@ TESTFLAGS ?= -count=1 -timeout 20m
 
 .PHONY: run build test bench lint tidy clean
 
-## build: compile the three binaries into ./bin
+## build: compile the binaries (api, projector, vault, vaultctl) into ./bin
 build:
-	$(GO) build -o $(BIN)/ ./cmd/api ./cmd/projector ./cmd/vault
+	$(GO) build -o $(BIN)/ ./cmd/api ./cmd/projector ./cmd/vault ./cmd/vaultctl
 
 ## run: the whole vault on one machine (embedded JetStream unless VAULT_NATS_URL is set)
 run: build

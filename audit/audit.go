@@ -11,8 +11,9 @@
 //
 //	Vault-Audit-Kid:   key id of the signing key
 //	Vault-Audit-Sig:   base64 Ed25519 signature
-//	Vault-Audit-Chain: hex SHA-256 of the previous message body on the subject,
-//	                   "-" for the first event of an aggregate; absent when unchained
+//	Vault-Audit-Chain: hex SHA-256 of the stream sequence and body of the previous
+//	                   message on the subject, "-" for the first event of an
+//	                   aggregate; absent when unchained
 //
 // The signature covers a domain-separation tag, the subject, the chain header
 // and the body, so an event cannot be moved to another subject, re-linked or
@@ -32,6 +33,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 )
 
@@ -151,15 +153,28 @@ var Unchained = Link{}
 // FirstLink is the link of the first event of an aggregate.
 var FirstLink = Link{First}
 
-// After links an event to the message stored before it on its subject.
-func After(prevBody []byte) Link {
-	if prevBody == nil {
+// After links an event to the message stored before it on its subject:
+// that message's stream sequence (the writer's expected last sequence) and
+// body. Binding the sequence makes a replayed copy of a message a different
+// predecessor from the original, so the copy of the next event breaks too.
+// prevSeq 0 (no message on the subject yet) gives FirstLink.
+func After(prevSeq uint64, prevBody []byte) Link {
+	if prevSeq == 0 {
 		return FirstLink
 	}
-	return Link{Hash(prevBody)}
+	return Link{linkValue(prevSeq, prevBody)}
 }
 
-// Hash is the chain value naming a message body: hex SHA-256.
+func linkValue(seq uint64, body []byte) string {
+	h := sha256.New()
+	h.Write([]byte(strconv.FormatUint(seq, 10)))
+	h.Write([]byte{0})
+	h.Write(body)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// Hash is the hex SHA-256 of a message body (rejections name the rejected
+// message by it).
 func Hash(body []byte) string {
 	h := sha256.Sum256(body)
 	return hex.EncodeToString(h[:])

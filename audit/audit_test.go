@@ -19,21 +19,29 @@ type stored struct {
 // to the last message on its subject.
 type writer struct {
 	kr   *audit.Keyring
-	last map[string][]byte
+	last map[string]int // subject -> index in log
 	log  []stored
+}
+
+func (w *writer) link(subject string) audit.Link {
+	i, ok := w.last[subject]
+	if !ok {
+		return audit.FirstLink
+	}
+	return audit.After(uint64(i+1), w.log[i].body)
 }
 
 func (w *writer) append(subject, typ, id string) stored {
 	if w.last == nil {
-		w.last = map[string][]byte{}
+		w.last = map[string]int{}
 	}
 	body := []byte(fmt.Sprintf(`{"id":%q,"type":%q,"data":{}}`, id, typ))
 	link := audit.Unchained
 	if audit.Chained(typ) {
-		link = audit.After(w.last[subject])
+		link = w.link(subject)
 	}
 	s := stored{subject, body, w.kr.Sign(subject, body, link)}
-	w.last[subject] = body
+	w.last[subject] = len(w.log)
 	w.log = append(w.log, s)
 	return s
 }
@@ -111,7 +119,7 @@ func TestForgeriesBreak(t *testing.T) {
 		}, 7, audit.ErrUnsigned},
 		"signed by another key": {func(l []stored) []stored {
 			b := []byte(`{"id":"01Z","type":"mcp.credential.deleted"}`)
-			return append(l, stored{cred, b, other.Sign(cred, b, audit.After(l[5].body))})
+			return append(l, stored{cred, b, other.Sign(cred, b, audit.After(6, l[5].body))})
 		}, 7, audit.ErrSignature},
 		"body altered": {func(l []stored) []stored {
 			l[3].body = []byte(strings.Replace(string(l[3].body), "updated", "deleted", 1))
@@ -137,10 +145,23 @@ func TestForgeriesBreak(t *testing.T) {
 			// the server's two events copied in reverse order
 			return append(l, l[3], l[0])
 		}, 7, audit.ErrChain},
+		"replayed pair": {func(l []stored) []stored {
+			// the credential's creation and revoke replayed in order: the
+			// copy of the revoke links to the original creation, not the copy
+			l = append(l, l[1], l[5])
+			c := &audit.Checker{Keys: kr}
+			for i, s := range l[:7] {
+				c.Check(uint64(i+1), s.subject, s.body, s.h)
+			}
+			if err := c.Check(8, l[7].subject, l[7].body, l[7].h); !errors.Is(err, audit.ErrChain) {
+				t.Errorf("the replayed revoke after the replayed creation: %v, want a chain break", err)
+			}
+			return l
+		}, 7, audit.ErrChain},
 		"unknown key id": {func(l []stored) []stored {
 			s := mustKeyring(t, audit.NewKeySpec("zz"))
 			b := []byte(`{"id":"01Z","type":"mcp.server.deleted"}`)
-			return append(l, stored{srv, b, s.Sign(srv, b, audit.After(l[3].body))})
+			return append(l, stored{srv, b, s.Sign(srv, b, audit.After(4, l[3].body))})
 		}, 7, audit.ErrUnknownKey},
 		"state change signed without chain": {func(l []stored) []stored {
 			b := []byte(`{"id":"01Z","type":"mcp.server.deleted"}`)
@@ -182,9 +203,9 @@ func TestRotation(t *testing.T) {
 func TestLegacyUnsigned(t *testing.T) {
 	kr := mustKeyring(t, audit.NewKeySpec("a1"))
 	log := []stored{{srv, []byte(`{"id":"01A","type":"mcp.server.created"}`), audit.MapHeader{}}}
-	w := &writer{kr: kr, last: map[string][]byte{srv: log[0].body}}
+	w := &writer{kr: kr, last: map[string]int{srv: 0}, log: log}
 	w.append(srv, "mcp.server.updated", "01B")
-	log = append(log, w.log...)
+	log = w.log
 	c := &audit.Checker{Keys: kr, UnsignedUntil: 1}
 	for i, s := range log {
 		if err := c.Check(uint64(i+1), s.subject, s.body, s.h); err != nil {

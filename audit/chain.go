@@ -53,7 +53,7 @@ func (c *Checker) Check(seq uint64, subject string, body []byte, h Header) error
 		c.heads, c.ids = map[string]string{}, map[string]uint64{}
 	}
 	prev, seen := c.heads[subject]
-	c.heads[subject] = Hash(body)
+	c.heads[subject] = linkValue(seq, body)
 	fail := func(err error) error { return &Break{Seq: seq, Subject: subject, Err: err} }
 	var env struct {
 		ID   string `json:"id"`

@@ -1,0 +1,69 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/mcpvault/vault/audit"
+)
+
+// AuditKeys parses VAULT_AUDIT_KEYS (the Ed25519 signing keyring of the
+// event stream, independent of the master keys), or loads (creating once)
+// the dev key in the data dir. dev reports whether the dev key is in use.
+func (c Config) AuditKeys() (*audit.Keyring, bool, error) {
+	spec := os.Getenv("VAULT_AUDIT_KEYS")
+	dev := false
+	if spec == "" {
+		var err error
+		spec, err = loadOrCreate(filepath.Join(c.DataDir, "dev-audit-keys"), func() string {
+			return audit.NewKeySpec("audit-dev1")
+		})
+		if err != nil {
+			return nil, false, err
+		}
+		dev = true
+	}
+	kr, err := audit.ParseKeyring(spec)
+	return kr, dev, err
+}
+
+// AuditVerifyKeys returns the keys that verify the stream's signatures:
+// VAULT_AUDIT_PUBLIC_KEYS when set (an auditor needs no signing key), else
+// VAULT_AUDIT_KEYS, else the dev key of the data dir if it exists (it is
+// never created here: a verifier must not invent the key it checks against).
+func (c Config) AuditVerifyKeys() (*audit.Keyring, error) {
+	if spec := os.Getenv("VAULT_AUDIT_PUBLIC_KEYS"); spec != "" {
+		return audit.ParsePublicKeys(spec)
+	}
+	if spec := os.Getenv("VAULT_AUDIT_KEYS"); spec != "" {
+		return audit.ParseKeyring(spec)
+	}
+	b, err := os.ReadFile(filepath.Join(c.DataDir, "dev-audit-keys"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("no audit keys: set VAULT_AUDIT_PUBLIC_KEYS (or VAULT_AUDIT_KEYS)")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return audit.ParseKeyring(strings.TrimSpace(string(b)))
+}
+
+// RoleURL is the NATS URL for a role (api, projector, audit): VAULT_NATS_URL
+// when set, else the URL the embedded server of `make run` wrote to
+// $VAULT_DATA_DIR/nats-credentials/<role>.url, else the embedded server's
+// plain address.
+func (c Config) RoleURL(role string) string {
+	if !c.Embedded {
+		return c.NATSURL
+	}
+	if b, err := os.ReadFile(filepath.Join(c.DataDir, "nats-credentials", role+".url")); err == nil {
+		if u := strings.TrimSpace(string(b)); u != "" {
+			return u
+		}
+	}
+	return c.NATSURL
+}
