@@ -28,7 +28,7 @@ func (v *Vault) CreateCredential(ctx context.Context, owner events.Owner, server
 			return sealed, nil
 		}
 		b := seal.Binding{CredentialID: c.ID, ServerID: c.ServerID, Owner: c.Owner}
-		dek, w, err := v.Keys.NewDataKey(b)
+		dek, w, err := v.newDataKey(ctx, b)
 		if err != nil {
 			return nil, err
 		}
@@ -199,7 +199,7 @@ func (v *Vault) OpenSecret(ctx context.Context, c domain.Credential) (domain.Sec
 		return s, seal.ErrDecrypt
 	}
 	b := seal.Binding{CredentialID: c.ID, ServerID: c.ServerID, Owner: c.Owner}
-	dek, err := v.Keys.Unwrap(b, w)
+	dek, err := v.unwrapDataKey(ctx, b, w)
 	if err != nil {
 		return s, err
 	}

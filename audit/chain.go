@@ -24,9 +24,15 @@ func (b *Break) Error() string {
 func (b *Break) Unwrap() error { return b.Err }
 
 // Chained reports whether an event of type typ must carry a chain link:
-// every state-changing event. Uses and rejections are signed only.
+// every state-changing event. Uses, expiry notices, rotation records and
+// rejections are signed only (their subjects are not aggregate histories).
 func Chained(typ string) bool {
-	return typ != events.TypeCredentialUsed && typ != events.TypeAuditRejected
+	switch typ {
+	case events.TypeCredentialUsed, events.TypeAuditRejected, events.TypeKeysRewrapped,
+		events.TypeCredentialExpiringSoon, events.TypeCredentialExpired:
+		return false
+	}
+	return true
 }
 
 // Checker verifies a stream read in order. It keeps, per subject, the hash of

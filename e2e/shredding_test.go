@@ -109,6 +109,30 @@ func shredGetKey(tb testing.TB, env *vaulttest.Env, js jetstream.JetStream, cred
 	return m.Data, true
 }
 
+// shredUnwrap opens a data key as the vault does: through the owner's key
+// (itself wrapped by a master key) when an owner key wraps it, else with a
+// master key directly.
+func shredUnwrap(tb testing.TB, env *vaulttest.Env, js jetstream.JetStream, b seal.Binding, w seal.WrappedKey) ([]byte, error) {
+	tb.Helper()
+	if !strings.HasPrefix(w.KID, seal.OwnerKIDPrefix) {
+		return env.Keyring.Unwrap(b, w)
+	}
+	ctx := shredCtx(tb)
+	ks, err := js.Stream(ctx, env.Stream+"_KEYS")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	m, err := ks.GetLastMsgForSubject(ctx, "vaultkeys."+strings.ToLower(env.Stream)+".owner."+seal.OwnerKeyID(b.Owner))
+	if err != nil {
+		return nil, err
+	}
+	okey, err := env.Keyring.OpenOwnerKey(b.Owner, m.Data)
+	if err != nil {
+		return nil, err
+	}
+	return seal.UnwrapUnder(okey, b, w)
+}
+
 // shredAllKeys returns every wrapped key the keys stream still holds, by subject.
 func shredAllKeys(tb testing.TB, env *vaulttest.Env, js jetstream.JetStream) map[string][]byte {
 	tb.Helper()
@@ -153,14 +177,14 @@ func shredLoad(tb testing.TB, env *vaulttest.Env, js jetstream.JetStream, server
 	if len(c.WK.Ciphertext) < 32 {
 		tb.Fatalf("wrapped key of %s has a %d-byte ciphertext", credID, len(c.WK.Ciphertext))
 	}
-	got := shredOpen(tb, env, c, raw)
+	got := shredOpen(tb, env, js, c, raw)
 	if got == nil {
 		tb.Fatalf("before shredding, the secret of %s does not decrypt", credID)
 	}
 	if !reflect.DeepEqual(*got, sent) {
 		tb.Fatalf("secret of %s decrypts to %+v, want %+v", credID, *got, sent)
 	}
-	dek, err := env.Keyring.Unwrap(c.Binding, c.WK)
+	dek, err := shredUnwrap(tb, env, js, c.Binding, c.WK)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -170,13 +194,13 @@ func shredLoad(tb testing.TB, env *vaulttest.Env, js jetstream.JetStream, server
 
 // shredOpen tries to open c's sealed secret with the wrapped key raw; nil
 // when it does not open.
-func shredOpen(tb testing.TB, env *vaulttest.Env, c *shredCred, raw []byte) *domain.Secret {
+func shredOpen(tb testing.TB, env *vaulttest.Env, js jetstream.JetStream, c *shredCred, raw []byte) *domain.Secret {
 	tb.Helper()
 	var w seal.WrappedKey
 	if json.Unmarshal(raw, &w) != nil {
 		return nil
 	}
-	dek, err := env.Keyring.Unwrap(c.Binding, w)
+	dek, err := shredUnwrap(tb, env, js, c.Binding, w)
 	if err != nil {
 		return nil
 	}
@@ -220,7 +244,7 @@ func shredMustBeShredded(tb testing.TB, env *vaulttest.Env, js jetstream.JetStre
 		for _, kid := range append(slices.Clone(kids), w.KID) {
 			w.KID = kid
 			for _, other := range all {
-				dek, err := env.Keyring.Unwrap(other.Binding, w)
+				dek, err := shredUnwrap(tb, env, js, other.Binding, w)
 				if err != nil {
 					continue
 				}
@@ -467,7 +491,7 @@ func TestShredding(t *testing.T) {
 					if !ok {
 						t.Fatalf("%s: the data key of untouched credential %s was destroyed", when, s.ID)
 					}
-					if got := shredOpen(t, env, s, raw); got == nil || !reflect.DeepEqual(*got, s.Sent) {
+					if got := shredOpen(t, env, js, s, raw); got == nil || !reflect.DeepEqual(*got, s.Sent) {
 						t.Fatalf("%s: untouched credential %s no longer decrypts", when, s.ID)
 					}
 				}

@@ -17,10 +17,12 @@ const (
 // key. The data key is not here: it is kept, wrapped, outside the stream.
 //
 // DEKWrappedBy (version 2 of mcp.credential.created) is the id of the key
-// that wrapped the data key when the secret was sealed: the master key id of
-// VAULT_MASTER_KEYS. Auditors use it to list the credentials created under a
-// key that must be retired or is suspected compromised. It is empty in
-// events upcast from version 1, which did not record it.
+// that wrapped the data key when the secret was sealed: "owner:<owner key
+// id>" (the end user's key) or, for data keys wrapped directly, a master key
+// id of VAULT_MASTER_KEYS. It lets an auditor tell from the stream alone
+// which key protects each secret: after mcp.owner.erased names an owner key,
+// every secret naming it is unrecoverable. It is empty in events upcast from
+// version 1, which did not record it.
 type Sealed struct {
 	Alg          string `json:"alg"`
 	Nonce        []byte `json:"nonce"`

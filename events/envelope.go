@@ -159,13 +159,18 @@ var registry = map[string]func(int, []byte) (Event, error){
 	TypeCredentialDeleted: decodeV1[CredentialDeleted],
 	TypeCredentialUsed:    decodeV1[CredentialUsed],
 	TypeAuditRejected:     decodeV1[AuditRejected],
+	TypeKeysRewrapped:     decodeV1[KeysRewrapped],
+	TypeOwnerErased:       decodeV1[OwnerErased],
+
+	TypeCredentialExpiringSoon: decodeV1[CredentialExpiringSoon],
+	TypeCredentialExpired:      decodeV1[CredentialExpired],
 }
 
 // Types lists every wire name, for documentation and tests.
 func Types() []string {
 	return []string{TypeServerCreated, TypeServerUpdated, TypeServerDeleted,
 		TypeCredentialCreated, TypeCredentialRevoked, TypeCredentialDeleted, TypeCredentialUsed,
-		TypeAuditRejected}
+		TypeCredentialExpiringSoon, TypeCredentialExpired, TypeOwnerErased, TypeKeysRewrapped, TypeAuditRejected}
 }
 
 // SubjectPrefix starts every event subject.

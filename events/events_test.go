@@ -56,13 +56,22 @@ func samples() map[string]events.Record {
 		events.TypeCredentialCreated: {Meta: credMeta("01JSXQ6Z8Y0000000000000004"), Event: events.CredentialCreated{
 			Name: ptr("Personal Linear token"), AuthType: "bearer", AuthorizationPreview: ptr("****...cdef"),
 			HeaderNames: []string{}, ExpiresAt: ptr(events.NewTime(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC))),
-			Secret: &events.Sealed{Alg: "AES-256-GCM", Nonce: []byte("0123456789ab"), Ciphertext: []byte("opaque ciphertext+tag"), DEKWrappedBy: "prod-2026"},
+			Secret: &events.Sealed{Alg: "AES-256-GCM", Nonce: []byte("0123456789ab"), Ciphertext: []byte("opaque ciphertext+tag"), DEKWrappedBy: "owner:mcp_owner_4d2f0c1b9e8a7d6c5b4a39281706f5e4"},
 		}},
 		events.TypeCredentialRevoked: {Meta: credMeta("01JSXQ6Z8Y0000000000000005"), Event: events.CredentialRevoked{}},
 		events.TypeCredentialDeleted: {Meta: credMeta("01JSXQ6Z8Y0000000000000006"), Event: events.CredentialDeleted{}},
 		events.TypeCredentialUsed: {Meta: credMeta("01JSXQ6Z8Y0000000000000007"), Event: events.CredentialUsed{
 			Operation: "test_server", Outcome: "failed", ErrorCode: "upstream_unauthorized", ToolCount: 0, TargetHost: "mcp.linear.app",
 		}},
+		events.TypeCredentialExpiringSoon: {Meta: credMeta("01JSXQ6Z8Y0000000000000009"), Event: events.CredentialExpiringSoon{
+			ExpiresAt: events.NewTime(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)), LeadSeconds: 7 * 24 * 3600}},
+		events.TypeCredentialExpired: {Meta: credMeta("01JSXQ6Z8Y000000000000000A"), Event: events.CredentialExpired{
+			ExpiresAt: events.NewTime(time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC))}},
+		events.TypeOwnerErased: {Meta: events.Meta{ID: "01JSXQ6Z8Y000000000000000B", AggregateID: "mcp_owner_4d2f0c1b9e8a7d6c5b4a39281706f5e4",
+			Owner: owner, OccurredAt: at}, Event: events.OwnerErased{OwnerKeyID: "mcp_owner_4d2f0c1b9e8a7d6c5b4a39281706f5e4", ServerIDs: []string{srvID}}},
+		events.TypeKeysRewrapped: {Meta: events.Meta{ID: "01JSXQ6Z8Y000000000000000C", AggregateID: events.KeyringAggregate,
+			Owner: events.Owner{Account: "operator"}, OccurredAt: at}, Event: events.KeysRewrapped{
+			MasterKID: "prod-2027", OwnerKeys: 120, DataKeys: 3, AlreadyCurrent: 7, RetiredKIDs: []string{"prod-2026"}}},
 		events.TypeAuditRejected: {Meta: credMeta("01JSXQ6Z8Y0000000000000008"), Event: events.AuditRejected{
 			Sequence: 42, Subject: "vault." + srvID + ".credential." + credID, Problem: "not signed",
 			BodySHA256: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
@@ -340,7 +349,7 @@ func TestSubjects(t *testing.T) {
 func TestTypes(t *testing.T) {
 	want := []string{"mcp.server.created", "mcp.server.updated", "mcp.server.deleted",
 		"mcp.credential.created", "mcp.credential.revoked", "mcp.credential.deleted", "mcp.credential.used",
-		"mcp.audit.rejected"}
+		"mcp.credential.expiring_soon", "mcp.credential.expired", "mcp.owner.erased", "mcp.keys.rewrapped", "mcp.audit.rejected"}
 	if !reflect.DeepEqual(events.Types(), want) {
 		t.Fatalf("Types() = %v, want %v", events.Types(), want)
 	}

@@ -121,7 +121,11 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		Retention:         jetstream.LimitsPolicy,
 		Replicas:          cfg.Replicas,
 		Duplicates:        cfg.Duplicates,
-		MaxMsgsPerSubject: 1,
+		// Unlimited: a master key rotation stores the re-wrapped version of a
+		// key and then destroys the old one with SecureDeleteMsg; a limit of
+		// 1 would drop the old version itself and leave its bytes on disk
+		// (FINDINGS §1). Every writer keeps one version per subject.
+		MaxMsgsPerSubject: -1,
 		AllowDirect:       true,
 	})
 	if err != nil {

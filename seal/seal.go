@@ -5,11 +5,10 @@
 // associated data that binds them to the credential, its server and its owner,
 // so a ciphertext or wrapped key moved to another record fails to open.
 //
-// Key hierarchy: master key (kid) → data key (one per credential) → secret.
-// WrappedKey.KID names the key that wrapped a data key, so a level can be
-// inserted later (for instance a per-end-user key "owner:<hash>" wrapped by
-// the master key, whose destruction erases everything of that user) without
-// changing stored events.
+// Key hierarchy: master key (kid) → owner key (one per account and end user,
+// see owner.go) → data key (one per credential) → secret. WrappedKey.KID
+// names the key that wrapped a data key: a master key id for data keys
+// written before owner keys existed, "owner:<owner key id>" since.
 package seal
 
 import (
@@ -102,6 +101,17 @@ func validKID(kid string) bool {
 	return true
 }
 
+// KIDs lists the ids of every master key, the active one first.
+func (k *Keyring) KIDs() []string {
+	out := []string{k.active}
+	for kid := range k.aeads {
+		if kid != k.active {
+			out = append(out, kid)
+		}
+	}
+	return out
+}
+
 // ActiveKID is the id of the key that wraps new data keys.
 func (k *Keyring) ActiveKID() string { return k.active }
 
@@ -160,8 +170,12 @@ func (k *Keyring) NewDataKey(b Binding) ([]byte, WrappedKey, error) {
 	return dek, WrappedKey{KID: k.active, Nonce: nonce, Ciphertext: aead.Seal(nil, nonce, dek, b.ad("dek"))}, nil
 }
 
-// Unwrap opens a wrapped data key for b.
+// Unwrap opens a data key for b that a master key wraps directly (for one
+// wrapped by an owner key it returns ErrNeedsOwnerKey; see UnwrapUnder).
 func (k *Keyring) Unwrap(b Binding, w WrappedKey) ([]byte, error) {
+	if strings.HasPrefix(w.KID, OwnerKIDPrefix) {
+		return nil, ErrNeedsOwnerKey
+	}
 	aead, ok := k.aeads[w.KID]
 	if !ok || len(w.Nonce) != aead.NonceSize() {
 		return nil, ErrDecrypt
