@@ -5,8 +5,8 @@ import (
 	"errors"
 	"strings"
 
-	"github.com/mcpvault/vault/eventstore"
 	"github.com/mcpvault/vault/events"
+	"github.com/mcpvault/vault/eventstore"
 	"github.com/mcpvault/vault/seal"
 )
 

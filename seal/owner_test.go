@@ -104,4 +104,3 @@ func TestOwnerKeyHierarchy(t *testing.T) {
 		t.Fatal("an owner-wrapped data key was re-wrapped by the master key")
 	}
 }
-
