@@ -114,18 +114,14 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	// Wrapped data keys live outside the immutable event stream, in a stream
 	// that allows deletes, so that SecureDeleteMsg can overwrite them.
 	s.keys, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        cfg.KeysStreamName(),
-		Description: "MCP Vault wrapped data keys, one per credential; destroyed with SecureDeleteMsg",
-		Subjects:    []string{"vaultkeys." + strings.ToLower(cfg.Stream) + ".>"},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.LimitsPolicy,
-		Replicas:    cfg.Replicas,
-		Duplicates:  cfg.Duplicates,
-		// Unlimited: a master key rotation stores the re-wrapped version of a
-		// key and then destroys the old one with SecureDeleteMsg; a limit of
-		// 1 would drop the old version itself and leave its bytes on disk
-		// (FINDINGS §1). Every writer keeps one version per subject.
-		MaxMsgsPerSubject: -1,
+		Name:              cfg.KeysStreamName(),
+		Description:       "MCP Vault wrapped data keys, one per credential; destroyed with SecureDeleteMsg",
+		Subjects:          []string{"vaultkeys." + strings.ToLower(cfg.Stream) + ".>"},
+		Storage:           jetstream.FileStorage,
+		Retention:         jetstream.LimitsPolicy,
+		Replicas:          cfg.Replicas,
+		Duplicates:        cfg.Duplicates,
+		MaxMsgsPerSubject: -1, // versions: a re-wrap stores the new one, then SecureDeleteMsg destroys the old (eventstore/keys.go)
 		AllowDirect:       true,
 	})
 	if err != nil {
