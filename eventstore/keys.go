@@ -168,3 +168,18 @@ func (s *Store) DestroyKeyVersion(ctx context.Context, seq uint64) error {
 	}
 	return fmt.Errorf("%w: %v", ErrUnavailable, err)
 }
+
+// CurrentKey returns the current version of the key on subject; ok is false
+// when the key is gone (destroyed).
+func (s *Store) CurrentKey(ctx context.Context, subject string) (StoredKey, bool, error) {
+	m, err := s.keys.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return StoredKey{}, false, nil
+	}
+	if err != nil {
+		return StoredKey{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	k := StoredKey{Seq: m.Sequence, Subject: m.Subject, Data: m.Data, Current: true}
+	k.Kind, k.ID, _ = strings.Cut(strings.TrimPrefix(k.Subject, "vaultkeys."+strings.ToLower(s.cfg.Stream)+"."), ".")
+	return k, true, nil
+}

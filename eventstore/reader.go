@@ -226,3 +226,16 @@ func (r *Reader) Tail(ctx context.Context, o TailOptions, fn func([]Stored) erro
 		}
 	}
 }
+
+// LastOnSubject returns the last message stored on a literal subject (Seq 0
+// when there is none): the predecessor an appended event links to.
+func (r *Reader) LastOnSubject(ctx context.Context, subject string) (Stored, error) {
+	m, err := r.stream.GetLastMsgForSubject(ctx, subject)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Stored{}, nil
+	}
+	if err != nil {
+		return Stored{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return Stored{Seq: m.Sequence, Subject: m.Subject, Data: m.Data, Header: m.Header, Time: m.Time}, nil
+}

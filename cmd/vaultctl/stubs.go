@@ -2,7 +2,6 @@ package main
 
 import "context"
 
-func (c *cli) keysRotate(ctx context.Context, args []string) error { return usageError{"not yet"} }
 func (c *cli) erase(ctx context.Context, args []string) error      { return usageError{"not yet"} }
 func (c *cli) expiryRun(ctx context.Context, args []string) error  { return usageError{"not yet"} }
 func (c *cli) rebuild(ctx context.Context, args []string) error    { return usageError{"not yet"} }
