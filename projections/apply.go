@@ -93,7 +93,7 @@ const (
 
 // applyStatements are prepared once per writer.
 var applyStatements = []string{insertServer, insertCred, bumpTree, setLastSeq, selectServer, selectCred,
-	deleteCreds, deleteServer, deleteCred}
+	deleteCreds, deleteServer, deleteCred, upsertExpiryNotice, deleteOwnerCreds, deleteOwnerServers}
 
 // applier applies the records of one transaction. The newest sequence per
 // server tree is written once per transaction, not once per event.
@@ -162,6 +162,8 @@ func (a *applier) apply(r events.Record) ([]string, error) {
 			shred = []string{c.ID}
 		}
 		return shred, a.exec(insertCred, credentialArgs(c)...)
+	case events.CredentialExpiringSoon, events.CredentialExpired, events.OwnerErased:
+		return nil, a.applyCustody(r) // projections/custody.go
 	}
 	return nil, nil
 }

@@ -39,6 +39,10 @@ type API struct {
 	Log           *slog.Logger
 	Tester        app.Tester // optional; default: the upstream MCP client
 	Now           func() time.Time
+	// Expiry configures this replica's expiry scheduler (service/expiry.go;
+	// Vault and Log are filled in by Run). No scheduler runs while
+	// Expiry.Holder is empty.
+	Expiry Expiry
 }
 
 // Run serves until ctx ends, then shuts down gracefully.
@@ -73,6 +77,15 @@ func (a *API) Run(ctx context.Context) error {
 			a.Log.Info("event stream bound", "stream", a.Stream)
 		}
 	}()
+
+	if a.Expiry.Holder != "" {
+		exp := a.Expiry
+		exp.Vault, exp.Log = v, a.Log
+		if exp.Now == nil {
+			exp.Now = a.Now
+		}
+		go exp.Run(bindCtx)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -43,11 +43,17 @@ func run() error {
 	if devMaster {
 		log.Warn("using a generated development master key from the data dir; set VAULT_MASTER_KEYS in production")
 	}
+	lead, interval, err := cfg.Expiry()
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	api := &service.API{
 		HTTPAddr: cfg.HTTPAddr, NATSURL: cfg.NATSURL, Stream: cfg.Stream, Replicas: cfg.Replicas, ReadModelPath: cfg.ReadModelPath,
 		Keys: keys, MasterKeys: kr, AllowPrivate: cfg.AllowPrivate, RateLimit: cfg.RateLimit, NoGroupCommit: !cfg.GroupCommit, Log: log,
 	}
+	api.Expiry = service.Expiry{Lead: lead, Interval: interval, Holder: fmt.Sprintf("%s/%d", host, os.Getpid())}
 	return api.Run(ctx)
 }

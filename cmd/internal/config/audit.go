@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/mcpvault/vault/audit"
 )
@@ -50,6 +51,19 @@ func (c Config) AuditVerifyKeys() (*audit.Keyring, error) {
 		return nil, err
 	}
 	return audit.ParseKeyring(strings.TrimSpace(string(b)))
+}
+
+// Expiry reads VAULT_EXPIRY_LEAD (how long before expires_at
+// mcp.credential.expiring_soon is recorded, default 72h) and
+// VAULT_EXPIRY_INTERVAL (between scans, default 30s).
+func (c Config) Expiry() (lead, interval time.Duration, err error) {
+	if lead, err = time.ParseDuration(env("VAULT_EXPIRY_LEAD", "72h")); err != nil || lead < 0 {
+		return 0, 0, fmt.Errorf("VAULT_EXPIRY_LEAD: want a duration such as 72h")
+	}
+	if interval, err = time.ParseDuration(env("VAULT_EXPIRY_INTERVAL", "30s")); err != nil || interval < time.Second {
+		return 0, 0, fmt.Errorf("VAULT_EXPIRY_INTERVAL: want a duration of at least 1s")
+	}
+	return lead, interval, nil
 }
 
 // RoleURL is the NATS URL for a role (api, projector, audit): VAULT_NATS_URL
