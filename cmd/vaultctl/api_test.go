@@ -44,3 +44,29 @@ func TestListAndTestThroughTheAPI(t *testing.T) {
 		t.Fatalf("unknown account: %d", code)
 	}
 }
+
+// TestEraseFromTheCLI: vaultctl erase works on the stream directly; the
+// user's servers answer 404 afterwards, other users keep theirs.
+func TestEraseFromTheCLI(t *testing.T) {
+	env := vaultEnv(t, seal.NewKeySpec("k1"))
+	gone := env.MustCreateServer(t, "carol", nil)
+	env.MustCreateCredential(t, "carol", gone, map[string]any{"bearer_token": "secret-token-123456"})
+	kept := env.MustCreateServer(t, "dave", nil)
+	if code, _, _ := vaultctl(t, "erase", "--account", "acct_a"); code != exitUsage {
+		t.Fatalf("erase without --user: %d", code)
+	}
+	code, out, errs := vaultctl(t, "--json", "erase", "--account", "acct_a", "--user", "carol")
+	var res struct {
+		Deleted []string `json:"deleted_server_ids"`
+		Seq     uint64   `json:"event_seq"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || len(res.Deleted) != 1 || res.Deleted[0] != gone || res.Seq == 0 {
+		t.Fatalf("erase: %d %q %s", code, out, errs)
+	}
+	if r := env.Do(t, vaulttest.Request{Method: "GET", Path: "/servers/" + gone, User: "carol"}); r.Status != 404 {
+		t.Fatalf("erased user's server: %d", r.Status)
+	}
+	if r := env.Do(t, vaulttest.Request{Method: "GET", Path: "/servers/" + kept, User: "dave"}); r.Status != 200 {
+		t.Fatalf("other user's server: %d", r.Status)
+	}
+}

@@ -46,8 +46,6 @@ usage: vaultctl [--json] <command> [flags]
   audit keys                 print the audit public keys (VAULT_AUDIT_PUBLIC_KEYS form)
   keys rotate                re-wrap every live data key under the first key of VAULT_MASTER_KEYS
   erase --account A --user U destroy the end user's owner key and everything it protects
-  expiry run [--lead DURATION] [--once]
-                             record credential expiry events (one replica at a time)
   rebuild                    rebuild the read model from the stream (as projector rebuild)
   servers --account A [--user U]             list the owner's servers (through the API)
   credentials SERVER --account A [--user U]  list a server's credentials
@@ -152,12 +150,6 @@ func (c *cli) dispatch(ctx context.Context, args []string) error {
 		return usageError{fmt.Sprintf("keys: unknown subcommand %q", s)}
 	case "erase":
 		return c.erase(ctx, rest)
-	case "expiry":
-		s, r := sub()
-		if s == "run" {
-			return c.expiryRun(ctx, r)
-		}
-		return usageError{fmt.Sprintf("expiry: unknown subcommand %q", s)}
 	case "rebuild":
 		return c.rebuild(ctx, rest)
 	case "servers":

@@ -2,5 +2,4 @@ package main
 
 import "context"
 
-func (c *cli) erase(ctx context.Context, args []string) error     { return usageError{"not yet"} }
 func (c *cli) expiryRun(ctx context.Context, args []string) error { return usageError{"not yet"} }
