@@ -39,8 +39,8 @@ var ErrDecrypt = errors.New("seal: ciphertext does not open")
 
 // Keyring holds the master keys. The first key encrypts; all decrypt.
 type Keyring struct {
-	active string
-	aeads  map[string]cipher.AEAD
+	active  string
+	aeads   map[string]cipher.AEAD
 	macKeys map[string][]byte // derived from each key, for Fingerprint
 }
 
