@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/mcpvault/vault/domain"
 	"github.com/mcpvault/vault/events"
@@ -15,7 +14,7 @@ import (
 type Erased struct {
 	OwnerKeyID string
 	ServerIDs  []string
-	Sequence   uint64 // of the mcp.owner.erased event
+	Written    Written // the mcp.owner.erased event
 }
 
 // EraseOwner erases an end user of an account: it deletes every server of
@@ -25,6 +24,11 @@ type Erased struct {
 // data keys of all their credentials, which makes every secret of theirs
 // unrecoverable at once, including from the raw stream. It is idempotent:
 // erasing again deletes what was created since and destroys the key again.
+//
+// The owner's servers are found in the read model (the stream has no index
+// by owner), after a Sync; a server created while the erase runs may be
+// missed by the deletes, but its secrets are under the destroyed key and
+// the projector drops every row of the owner when it applies the event.
 func (v *Vault) EraseOwner(ctx context.Context, owner events.Owner) (Erased, error) {
 	if owner.User == "" {
 		return Erased{}, domain.Invalid("X-On-Behalf-Of", "Erase names the end user to erase in X-On-Behalf-Of.")
@@ -42,43 +46,36 @@ func (v *Vault) EraseOwner(ctx context.Context, owner events.Owner) (Erased, err
 	}
 	out := Erased{OwnerKeyID: seal.OwnerKeyID(owner), ServerIDs: []string{}}
 	for _, id := range ids {
-		err := v.DeleteServer(ctx, owner, id)
+		_, err := v.DeleteServer(ctx, v.NewIntent(), owner, id)
 		if err != nil && !errors.Is(err, domain.ErrServerNotFound) {
 			return Erased{}, err
 		}
 		out.ServerIDs = append(out.ServerIDs, id)
 	}
-	subject := events.OwnerSubject(out.OwnerKeyID)
-	now := v.now()
-	id := v.newULID(now).String()
-	body, err := events.Marshal(events.Meta{ID: id, AggregateID: out.OwnerKeyID, Owner: owner, OccurredAt: now},
-		events.OwnerErased{OwnerKeyID: out.OwnerKeyID, ServerIDs: out.ServerIDs})
-	if err != nil {
-		return Erased{}, err
-	}
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	wctx, cancel := v.writeContext(ctx)
 	defer cancel()
+	now := v.now()
+	rec := events.Record{Meta: events.Meta{ID: v.newULID(now).String(), AggregateID: out.OwnerKeyID, Owner: owner, OccurredAt: now},
+		Event: events.OwnerErased{OwnerKeyID: out.OwnerKeyID, ServerIDs: out.ServerIDs}}
+	subject := events.SubjectOf(rec)
 	for attempt := 0; ; attempt++ {
-		last, err := st.LastOnSubject(wctx, subject)
+		last, err := st.Last(wctx, subject)
+		if err != nil && !errors.Is(err, eventstore.ErrNotFound) {
+			return Erased{}, ErrUnavailable
+		}
+		seq, err := v.appendEvent(wctx, st, rec, subject, last.Seq)
+		if errors.Is(err, errRetry) && attempt < retries {
+			continue // another erase of the same owner came first: follow it
+		}
 		if err != nil {
-			return Erased{}, ErrUnavailable
+			return Erased{}, err
 		}
-		out.Sequence, err = v.appendChained(wctx, st, subject, body, id, last)
-		if errors.Is(err, eventstore.ErrConflict) && attempt < 3 {
-			continue // another erase of the same owner won; link after it
-		}
-		if err != nil && !errors.Is(err, eventstore.ErrDuplicate) {
-			return Erased{}, ErrUnavailable
-		}
+		out.Written = Written{Seq: seq}
 		break
 	}
 	if err := st.DestroyOwnerKey(wctx, out.OwnerKeyID); err != nil {
+		v.Log.Warn("destroying an owner key failed; erase again", "owner_key_id", out.OwnerKeyID, "err", err)
 		return Erased{}, ErrUnavailable
 	}
 	return out, nil
-}
-
-// appendChained appends an event after last on its literal subject.
-func (v *Vault) appendChained(ctx context.Context, st *eventstore.Store, subject string, body []byte, msgID string, last eventstore.Last) (uint64, error) {
-	return st.Append(ctx, subject, body, msgID, subject, last.Seq)
 }

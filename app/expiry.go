@@ -6,8 +6,7 @@ import (
 	"time"
 
 	"github.com/mcpvault/vault/events"
-	"github.com/mcpvault/vault/eventstore"
-	"github.com/mcpvault/vault/projections"
+		"github.com/mcpvault/vault/projections"
 )
 
 // RecordExpiry appends the expiry notices due for e at now: expired once it
@@ -35,22 +34,15 @@ func (v *Vault) RecordExpiry(ctx context.Context, e projections.Expiring, now ti
 		return 0, nil
 	}
 	at := events.NewTime(now)
-	id := v.newULID(at).String()
-	body, err := events.Marshal(events.Meta{ID: id, AggregateID: e.ID, ServerID: e.ServerID, Owner: e.Owner, OccurredAt: at}, ev)
-	if err != nil {
-		return 0, err
-	}
-	_, err = v.appendNotice(ctx, st, subject, body, id)
+	rec := events.Record{Meta: events.Meta{ID: v.newULID(at).String(), AggregateID: e.ID, ServerID: e.ServerID, Owner: e.Owner, OccurredAt: at}, Event: ev}
+	wctx, cancel := v.writeContext(ctx)
+	defer cancel()
+	_, err := v.appendEvent(wctx, st, rec, subject, 0)
 	switch {
-	case errors.Is(err, eventstore.ErrConflict):
+	case errors.Is(err, errRetry):
 		return 0, nil // already recorded (by another scheduler, or before a crash)
 	case err != nil:
 		return 0, err
 	}
 	return 1, nil
-}
-
-// appendNotice appends a notice that the subject must not hold yet.
-func (v *Vault) appendNotice(ctx context.Context, st *eventstore.Store, subject string, body []byte, id string) (uint64, error) {
-	return st.Append(ctx, subject, body, id, subject, 0)
 }

@@ -4,182 +4,82 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Owner keys live in the keys stream beside the data keys, one subject per
-// owner: vaultkeys.<stream>.owner.<owner key id>. Like data keys, they are
-// destroyed with SecureDeleteMsg.
-
-func (c Config) ownerKeySubject(ownerKeyID string) string {
-	return "vaultkeys." + strings.ToLower(c.Stream) + ".owner." + ownerKeyID
+// PutKey stores a credential's wrapped data key. Like Append it resolves a
+// lost acknowledgement by publishing again with the same message id (the
+// keys stream keeps one message per subject, so the retry is harmless); it
+// returns ErrUnknownOutcome when ctx ends first.
+func (s *Store) PutKey(ctx context.Context, credentialID string, wrapped []byte) error {
+	m := nats.NewMsg(s.cfg.keySubject(credentialID))
+	m.Data = wrapped
+	m.Header.Set(jetstream.MsgIDHeader, "dek-"+credentialID)
+	sent := false
+	wait := 25 * time.Millisecond
+	for {
+		_, err := s.publishOnce(ctx, m)
+		if err == nil {
+			return nil
+		}
+		var apiErr *jetstream.APIError
+		switch {
+		case errors.As(err, &apiErr), errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse),
+			errors.Is(err, nats.ErrReconnectBufExceeded), errors.Is(err, nats.ErrConnectionReconnecting):
+		default:
+			sent = true
+		}
+		select {
+		case <-ctx.Done():
+			if sent {
+				return fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+			}
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 250*time.Millisecond)
+	}
 }
 
-// GetOwnerKey returns an owner key record, or ErrKeyNotFound.
-func (s *Store) GetOwnerKey(ctx context.Context, ownerKeyID string) ([]byte, error) {
-	m, err := s.keys.GetLastMsgForSubject(ctx, s.cfg.ownerKeySubject(ownerKeyID))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
+// GetKey returns a credential's wrapped data key, as the keys stream's
+// leader has it (a replica may not have applied a just-stored key yet).
+func (s *Store) GetKey(ctx context.Context, credentialID string) ([]byte, error) {
+	m, err := s.keyGet.last(ctx, s.cfg.keySubject(credentialID))
+	if errors.Is(err, ErrNotFound) {
 		return nil, ErrKeyNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, err
 	}
 	return m.Data, nil
 }
 
-// PutOwnerKeyIfAbsent stores an owner key record unless the owner already
-// has one, and returns the record that is stored: two processes creating the
-// first credential of an owner at once agree on one key.
-func (s *Store) PutOwnerKeyIfAbsent(ctx context.Context, ownerKeyID string, record []byte) ([]byte, error) {
-	subject := s.cfg.ownerKeySubject(ownerKeyID)
-	for attempt := 0; attempt < 3; attempt++ {
-		_, err := s.JS.Publish(ctx, subject, record, jetstream.WithExpectLastSequenceForSubject(0, subject))
-		if err == nil {
-			return record, nil
-		}
-		if !errors.Is(classify(err), ErrConflict) {
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
-		stored, err := s.GetOwnerKey(ctx, ownerKeyID)
-		if err == nil {
-			return stored, nil
-		}
-		if !errors.Is(err, ErrKeyNotFound) {
-			return nil, err
-		}
-		// destroyed in between (an erase): try again
-	}
-	return nil, fmt.Errorf("%w: owner key %s keeps changing", ErrConflict, ownerKeyID)
-}
-
-// DestroyOwnerKey overwrites and removes an owner key (every version of it).
-// It is idempotent.
-func (s *Store) DestroyOwnerKey(ctx context.Context, ownerKeyID string) error {
-	return s.destroySubject(ctx, s.cfg.ownerKeySubject(ownerKeyID))
-}
-
-func (s *Store) destroySubject(ctx context.Context, subject string) error {
+// DestroyKey overwrites and removes a credential's wrapped data key
+// (SecureDeleteMsg: plain deletes and purges leave the bytes on disk). It is
+// idempotent: a key already gone is not an error.
+func (s *Store) DestroyKey(ctx context.Context, credentialID string) error {
+	subject := s.cfg.keySubject(credentialID)
 	for {
-		m, err := s.keys.GetLastMsgForSubject(ctx, subject)
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
+		m, err := s.keyGet.last(ctx, subject)
+		if errors.Is(err, ErrNotFound) {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return err
 		}
-		if err := s.keys.SecureDeleteMsg(ctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			again, gerr := s.keys.GetLastMsgForSubject(ctx, subject)
-			if errors.Is(gerr, jetstream.ErrMsgNotFound) || (gerr == nil && again.Sequence != m.Sequence) {
+		if err := s.keys.SecureDeleteMsg(ctx, m.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			// The API and the projector both destroy a key; the second
+			// SecureDeleteMsg fails with a server error ("no message found",
+			// "sequence not found") rather than ErrMsgNotFound. Look again:
+			// gone is success, a newer message is destroyed next round.
+			again, gerr := s.keyGet.last(ctx, subject)
+			if errors.Is(gerr, ErrNotFound) || (gerr == nil && again.Seq != m.Seq) {
 				continue
 			}
 			return fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}
 	}
-}
-
-// StoredKey is one message of the keys stream.
-type StoredKey struct {
-	Seq     uint64
-	Subject string
-	// Kind is "owner" or "dek"; ID the owner key id or the credential id.
-	Kind, ID string
-	Data     []byte
-	// Current is false for an older version of a key that a re-wrap
-	// replaced but could not destroy yet (the re-wrap was interrupted).
-	Current bool
-}
-
-// KeyCount is the number of messages in the keys stream.
-func (s *Store) KeyCount(ctx context.Context) (uint64, error) {
-	info, err := s.keys.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	return info.State.Msgs, nil
-}
-
-// ForEachKey walks every message of the keys stream stored when it starts.
-func (s *Store) ForEachKey(ctx context.Context, fn func(StoredKey) error) error {
-	info, err := s.keys.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	if info.State.Msgs == 0 {
-		return nil
-	}
-	last := info.State.LastSeq
-	cons, err := s.JS.OrderedConsumer(ctx, s.cfg.KeysStreamName(), jetstream.OrderedConsumerConfig{})
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	defer it.Stop()
-	prefix := "vaultkeys." + strings.ToLower(s.cfg.Stream) + "."
-	for {
-		m, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return err
-		}
-		k := StoredKey{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data()}
-		k.Kind, k.ID, _ = strings.Cut(strings.TrimPrefix(k.Subject, prefix), ".")
-		cur, err := s.keys.GetLastMsgForSubject(ctx, k.Subject)
-		k.Current = err == nil && cur.Sequence == k.Seq
-		if err := fn(k); err != nil {
-			return err
-		}
-		if md.NumPending == 0 || k.Seq >= last {
-			return nil
-		}
-	}
-}
-
-// ReplaceKey stores a new version of the key at old (a re-wrap) if old is
-// still the key's current version, then destroys old with SecureDeleteMsg.
-// It returns ErrConflict when the key changed or was destroyed meanwhile.
-func (s *Store) ReplaceKey(ctx context.Context, old StoredKey, data []byte) error {
-	_, err := s.JS.Publish(ctx, old.Subject, data, jetstream.WithExpectLastSequenceForSubject(old.Seq, old.Subject))
-	if err != nil {
-		return classify(err)
-	}
-	return s.DestroyKeyVersion(ctx, old.Seq)
-}
-
-// DestroyKeyVersion overwrites and removes one message of the keys stream
-// (an old version of a re-wrapped key). Already gone is not an error.
-func (s *Store) DestroyKeyVersion(ctx context.Context, seq uint64) error {
-	err := s.keys.SecureDeleteMsg(ctx, seq)
-	if err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil
-	}
-	if _, gerr := s.keys.GetMsg(ctx, seq); errors.Is(gerr, jetstream.ErrMsgNotFound) {
-		return nil
-	}
-	return fmt.Errorf("%w: %v", ErrUnavailable, err)
-}
-
-// CurrentKey returns the current version of the key on subject; ok is false
-// when the key is gone (destroyed).
-func (s *Store) CurrentKey(ctx context.Context, subject string) (StoredKey, bool, error) {
-	m, err := s.keys.GetLastMsgForSubject(ctx, subject)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return StoredKey{}, false, nil
-	}
-	if err != nil {
-		return StoredKey{}, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	k := StoredKey{Seq: m.Sequence, Subject: m.Subject, Data: m.Data, Current: true}
-	k.Kind, k.ID, _ = strings.Cut(strings.TrimPrefix(k.Subject, "vaultkeys."+strings.ToLower(s.cfg.Stream)+"."), ".")
-	return k, true, nil
 }

@@ -23,5 +23,6 @@ func (h *Handler) eraseOwner(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
+	written(c, e.Written)
 	c.JSON(http.StatusOK, erasedJSON{Object: "mcp.owner.erased", User: o.User, Erased: true, DeletedServerIDs: e.ServerIDs})
 }

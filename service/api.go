@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/mcpvault/vault/app"
+	"github.com/mcpvault/vault/audit"
 	"github.com/mcpvault/vault/eventstore"
 	"github.com/mcpvault/vault/httpapi"
 	"github.com/mcpvault/vault/projections"
@@ -31,11 +32,9 @@ type API struct {
 	ReadModelPath string
 	Keys          []httpapi.APIKey
 	MasterKeys    *seal.Keyring
+	AuditKeys     *audit.Keyring // signs every event (VAULT_AUDIT_KEYS); nil: unsigned
 	AllowPrivate  bool
 	RateLimit     float64
-	// NoGroupCommit publishes each write on its own instead of committing
-	// concurrent writes together as atomic batches (see eventstore).
-	NoGroupCommit bool
 	Log           *slog.Logger
 	Tester        app.Tester // optional; default: the upstream MCP client
 	Now           func() time.Time
@@ -62,7 +61,7 @@ func (a *API) Run(ctx context.Context) error {
 	if tester == nil {
 		tester = newUpstreamTester(a.AllowPrivate)
 	}
-	v := &app.Vault{DB: db, Keys: a.MasterKeys, Log: a.Log, Now: a.Now, Tester: tester}
+	v := &app.Vault{DB: db, Keys: a.MasterKeys, Log: a.Log, Now: a.Now, Tester: tester, Audit: a.AuditKeys}
 	bindCtx, stopBind := context.WithCancel(ctx)
 	defer stopBind()
 	go func() {
@@ -70,9 +69,6 @@ func (a *API) Run(ctx context.Context) error {
 			a.Log.Warn("event stream not available yet; writes answer 503", "err", err)
 		})
 		if err == nil {
-			if !a.NoGroupCommit {
-				st.EnableGroupCommit(2)
-			}
 			v.SetStore(st)
 			a.Log.Info("event stream bound", "stream", a.Stream)
 		}

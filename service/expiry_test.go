@@ -56,7 +56,6 @@ func startScheduler(t *testing.T, env *vaulttest.Env, name string, now func() ti
 	return s
 }
 
-
 func (s *scheduler) stop() {
 	s.cancel()
 	<-s.done

@@ -43,6 +43,13 @@ func run() error {
 	if devMaster {
 		log.Warn("using a generated development master key from the data dir; set VAULT_MASTER_KEYS in production")
 	}
+	akr, devAudit, err := cfg.AuditKeys()
+	if err != nil {
+		return err
+	}
+	if devAudit {
+		log.Warn("signing events with a generated development audit key from the data dir; set VAULT_AUDIT_KEYS in production")
+	}
 	lead, interval, err := cfg.Expiry()
 	if err != nil {
 		return err
@@ -52,8 +59,9 @@ func run() error {
 	defer stop()
 	api := &service.API{
 		HTTPAddr: cfg.HTTPAddr, NATSURL: cfg.NATSURL, Stream: cfg.Stream, Replicas: cfg.Replicas, ReadModelPath: cfg.ReadModelPath,
-		Keys: keys, MasterKeys: kr, AllowPrivate: cfg.AllowPrivate, RateLimit: cfg.RateLimit, NoGroupCommit: !cfg.GroupCommit, Log: log,
+		Keys: keys, MasterKeys: kr, AllowPrivate: cfg.AllowPrivate, RateLimit: cfg.RateLimit, Log: log,
 	}
+	api.AuditKeys = akr
 	api.Expiry = service.Expiry{Lead: lead, Interval: interval, Holder: fmt.Sprintf("%s/%d", host, os.Getpid())}
 	return api.Run(ctx)
 }

@@ -36,7 +36,7 @@ func (c *cli) erase(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	v := &app.Vault{DB: db, Keys: kr, Log: c.cfg.Logger("vaultctl")}
+	v := &app.Vault{DB: db, Keys: kr, Audit: w.sign, Log: c.cfg.Logger("vaultctl")}
 	v.SetStore(w.store)
 	owner := events.Owner{Account: *account, User: *user}
 	e, err := v.EraseOwner(ctx, owner)
@@ -45,10 +45,10 @@ func (c *cli) erase(ctx context.Context, args []string) error {
 	}
 	if c.json {
 		c.emit(map[string]any{"object": "mcp.owner.erased", "account": owner.Account, "user": owner.User,
-			"owner_key_id": e.OwnerKeyID, "deleted_server_ids": e.ServerIDs, "event_seq": e.Sequence})
+			"owner_key_id": e.OwnerKeyID, "deleted_server_ids": e.ServerIDs, "event_seq": e.Written.Seq})
 		return nil
 	}
 	fmt.Fprintf(c.stdout, "erased account=%s user=%s: owner key %s destroyed, %d servers deleted, recorded at sequence %d\n",
-		quoteIfNeeded(owner.Account), quoteIfNeeded(owner.User), e.OwnerKeyID, len(e.ServerIDs), e.Sequence)
+		quoteIfNeeded(owner.Account), quoteIfNeeded(owner.User), e.OwnerKeyID, len(e.ServerIDs), e.Written.Seq)
 	return nil
 }

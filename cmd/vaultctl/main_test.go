@@ -120,11 +120,7 @@ func (w *writer) event(serverID string, ev events.Event, aggregate string, owner
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	subject := events.SubjectFor(serverID, aggregate)
-	if _, used := ev.(events.CredentialUsed); used {
-		subject += ".used"
-	}
-	return subject, body
+	return events.SubjectOf(events.Record{Meta: events.Meta{AggregateID: aggregate, ServerID: serverID}, Event: ev}), body
 }
 
 // append signs and publishes one event; it returns the sequence.

@@ -22,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mcpvault/vault/app"
+	"github.com/mcpvault/vault/audit"
 	"github.com/mcpvault/vault/eventstore"
 	"github.com/mcpvault/vault/httpapi"
 	"github.com/mcpvault/vault/seal"
@@ -53,6 +54,10 @@ type Env struct {
 	ReadModel string
 	Stream    string
 	Keyring   *seal.Keyring
+	// AuditSpec is the audit signing keyring (VAULT_AUDIT_KEYS form) the
+	// API signs events with; AuditKeys is it parsed.
+	AuditSpec string
+	AuditKeys *audit.Keyring
 	Logs      *SyncBuffer
 
 	opts     Options
@@ -106,6 +111,10 @@ func MustStart(tb testing.TB, opts Options) *Env {
 	}
 	e := &Env{TB: tb, Dir: dir, StoreDir: filepath.Join(dir, "jetstream"), ReadModel: filepath.Join(dir, "readmodel.sqlite"),
 		Stream: opts.Stream, Keyring: kr, Logs: &SyncBuffer{}, opts: opts, natsAddr: "127.0.0.1:0"}
+	e.AuditSpec = audit.NewKeySpec("audit1")
+	if e.AuditKeys, err = audit.ParseKeyring(e.AuditSpec); err != nil {
+		tb.Fatal(err)
+	}
 	e.StartNATS()
 	e.StartProjector()
 	e.StartAPI()
@@ -179,7 +188,7 @@ func (e *Env) StartAPI() {
 	e.URL = "http://" + ln.Addr().String()
 	a := &service.API{Listener: ln, NATSURL: e.NATSURL(), Stream: e.Stream, ReadModelPath: e.ReadModel,
 		Keys:       []httpapi.APIKey{{Account: "acct_a", Key: KeyA}, {Account: "acct_b", Key: KeyB}},
-		MasterKeys: e.Keyring, AllowPrivate: e.opts.AllowPrivate, RateLimit: e.opts.RateLimit,
+		MasterKeys: e.Keyring, AuditKeys: e.AuditKeys, AllowPrivate: e.opts.AllowPrivate, RateLimit: e.opts.RateLimit,
 		Log: e.Logger("api"), Tester: e.opts.Tester, Now: e.opts.Now}
 	e.api = start(a.Run)
 	e.WaitReady()
