@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/mcpvault/vault/domain"
 	"github.com/mcpvault/vault/events"
@@ -148,7 +149,11 @@ func (a *applier) apply(r events.Record) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		ids = append(ids, e.CredentialIDs...)
+		for _, id := range e.CredentialIDs { // listed and still present: once
+			if !slices.Contains(ids, id) {
+				ids = append(ids, id)
+			}
+		}
 		if err := a.exec(deleteCreds, r.ServerID); err != nil {
 			return nil, err
 		}
