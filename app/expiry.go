@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/mcpvault/vault/events"
-		"github.com/mcpvault/vault/projections"
+	"github.com/mcpvault/vault/projections"
 )
 
 // RecordExpiry appends the expiry notices due for e at now: expired once it
