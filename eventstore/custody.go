@@ -4,10 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/nats-io/nuid"
 )
 
 // Owner keys live in the keys stream beside the data keys, one subject per
@@ -37,9 +38,7 @@ func (s *Store) GetOwnerKey(ctx context.Context, ownerKeyID string) ([]byte, err
 func (s *Store) PutOwnerKeyIfAbsent(ctx context.Context, ownerKeyID string, record []byte) ([]byte, error) {
 	subject := s.cfg.ownerKeySubject(ownerKeyID)
 	for attempt := 0; attempt < 3; attempt++ {
-		// A fresh message id per attempt: after an erase, the owner's next
-		// key must be stored even within the deduplication window.
-		_, err := s.Append(ctx, subject, record, MsgID(nuid.Next()), ExpectLast(subject, 0))
+		err := s.publishKey(ctx, subject, record, 0)
 		if err == nil {
 			return record, nil
 		}
@@ -153,8 +152,7 @@ func (s *Store) ForEachKey(ctx context.Context, fn func(StoredKey) error) error 
 // still the key's current version, then destroys old with SecureDeleteMsg.
 // It returns ErrConflict when the key changed or was destroyed meanwhile.
 func (s *Store) ReplaceKey(ctx context.Context, old StoredKey, data []byte) error {
-	_, err := s.Append(ctx, old.Subject, data, MsgID(fmt.Sprintf("rewrap-%s-%d", old.Subject, old.Seq)), ExpectLast(old.Subject, old.Seq))
-	if err != nil {
+	if err := s.publishKey(ctx, old.Subject, data, old.Seq); err != nil {
 		return err
 	}
 	return s.DestroyKeyVersion(ctx, old.Seq)
@@ -186,4 +184,25 @@ func (s *Store) CurrentKey(ctx context.Context, subject string) (StoredKey, bool
 	k := StoredKey{Seq: m.Seq, Subject: m.Subject, Data: m.Data, Current: true}
 	k.Kind, k.ID, _ = strings.Cut(strings.TrimPrefix(k.Subject, "vaultkeys."+strings.ToLower(s.cfg.Stream)+"."), ".")
 	return k, true, nil
+}
+
+// publishKey stores a message on a keys-stream subject if the subject's last
+// sequence is expectSeq (0: empty). It never goes through group commit, nor
+// needs a message id: a publish whose acknowledgement was lost and that is
+// tried again fails its expectation, and the callers then read what is
+// stored (their own message).
+func (s *Store) publishKey(ctx context.Context, subject string, data []byte, expectSeq uint64) error {
+	m := nats.NewMsg(subject)
+	m.Data = data
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(expectSeq, 10))
+	_, err := s.publishOnce(ctx, m)
+	var apiErr *jetstream.APIError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence:
+		return fmt.Errorf("%w: %v", ErrConflict, err)
+	default:
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
 }

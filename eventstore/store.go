@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -43,6 +45,10 @@ type Config struct {
 	AttemptTimeout time.Duration
 	// PublishLatency, when set, observes the duration of every Append.
 	PublishLatency func(time.Duration)
+	// GroupCommit sends the first attempt of concurrent appends together
+	// as JetStream atomic batches (batch.go): worth it when the server
+	// fsyncs every write (sync_interval: always).
+	GroupCommit bool
 }
 
 // Store is a connected JetStream client with the vault's streams.
@@ -55,6 +61,13 @@ type Store struct {
 	idem   jetstream.KeyValue
 	events leaderGets // message gets of the event stream
 	keyGet leaderGets // message gets of the keys stream
+
+	// group commit (nil when off)
+	eventsBatch, keysBatch *committer
+	stop                   chan struct{}
+	stopOnce               sync.Once
+	wg                     sync.WaitGroup
+	stats                  struct{ batches, batched, fallbacks atomic.Uint64 }
 }
 
 // Connect dials NATS (comma-separated URLs) and keeps reconnecting forever.
@@ -115,6 +128,8 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		DenyPurge:   true,
 		AllowDirect: true,
 		MaxMsgSize:  4 << 20,
+		// Group commit publishes concurrent appends as one atomic batch.
+		AllowAtomicPublish: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: stream %s: %w", cfg.Stream, err)
@@ -122,15 +137,16 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	// Wrapped data keys live outside the immutable event stream, in a stream
 	// that allows deletes, so that SecureDeleteMsg can overwrite them.
 	s.keys, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:              cfg.KeysStreamName(),
-		Description:       "MCP Vault wrapped data keys, one per credential; destroyed with SecureDeleteMsg",
-		Subjects:          []string{"vaultkeys." + strings.ToLower(cfg.Stream) + ".>"},
-		Storage:           jetstream.FileStorage,
-		Retention:         jetstream.LimitsPolicy,
-		Replicas:          cfg.Replicas,
-		Duplicates:        cfg.Duplicates,
-		MaxMsgsPerSubject: -1, // versions: a re-wrap stores the new one, then SecureDeleteMsg destroys the old (eventstore/custody.go)
-		AllowDirect:       true,
+		Name:               cfg.KeysStreamName(),
+		Description:        "MCP Vault wrapped data keys, one per credential; destroyed with SecureDeleteMsg",
+		Subjects:           []string{"vaultkeys." + strings.ToLower(cfg.Stream) + ".>"},
+		Storage:            jetstream.FileStorage,
+		Retention:          jetstream.LimitsPolicy,
+		Replicas:           cfg.Replicas,
+		Duplicates:         cfg.Duplicates,
+		MaxMsgsPerSubject:  -1, // versions: a re-wrap stores the new one, then SecureDeleteMsg destroys the old (eventstore/custody.go)
+		AllowDirect:        true,
+		AllowAtomicPublish: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: stream %s: %w", cfg.KeysStreamName(), err)
@@ -145,6 +161,9 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: bucket %s: %w", cfg.IdempotencyBucket(), err)
+	}
+	if cfg.GroupCommit {
+		s.startCommitters()
 	}
 	return s, nil
 }

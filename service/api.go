@@ -35,9 +35,12 @@ type API struct {
 	AuditKeys     *audit.Keyring // signs every event (VAULT_AUDIT_KEYS); nil: unsigned
 	AllowPrivate  bool
 	RateLimit     float64
-	Log           *slog.Logger
-	Tester        app.Tester // optional; default: the upstream MCP client
-	Now           func() time.Time
+	// GroupCommit commits concurrent writes together as JetStream atomic
+	// batches (worth it when every write is fsynced; see eventstore).
+	GroupCommit bool
+	Log         *slog.Logger
+	Tester      app.Tester // optional; default: the upstream MCP client
+	Now         func() time.Time
 	// Expiry configures this replica's expiry scheduler (service/expiry.go;
 	// Vault and Log are filled in by Run). No scheduler runs while
 	// Expiry.Holder is empty.
@@ -62,10 +65,15 @@ func (a *API) Run(ctx context.Context) error {
 		tester = newUpstreamTester(a.AllowPrivate)
 	}
 	v := &app.Vault{DB: db, Keys: a.MasterKeys, Log: a.Log, Now: a.Now, Tester: tester, Audit: a.AuditKeys}
+	defer func() { // stops the group committers; runs before nc.Close
+		if st := v.Store(); st != nil {
+			st.Close()
+		}
+	}()
 	bindCtx, stopBind := context.WithCancel(ctx)
 	defer stopBind()
 	go func() {
-		st, err := eventstore.OpenWhenReady(bindCtx, nc, eventstore.Config{Stream: a.Stream, Replicas: a.Replicas}, func(err error) {
+		st, err := eventstore.OpenWhenReady(bindCtx, nc, eventstore.Config{Stream: a.Stream, Replicas: a.Replicas, GroupCommit: a.GroupCommit}, func(err error) {
 			a.Log.Warn("event stream not available yet; writes answer 503", "err", err)
 		})
 		if err == nil {

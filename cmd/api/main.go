@@ -59,7 +59,7 @@ func run() error {
 	defer stop()
 	api := &service.API{
 		HTTPAddr: cfg.HTTPAddr, NATSURL: cfg.NATSURL, Stream: cfg.Stream, Replicas: cfg.Replicas, ReadModelPath: cfg.ReadModelPath,
-		Keys: keys, MasterKeys: kr, AllowPrivate: cfg.AllowPrivate, RateLimit: cfg.RateLimit, Log: log,
+		Keys: keys, MasterKeys: kr, AllowPrivate: cfg.AllowPrivate, RateLimit: cfg.RateLimit, GroupCommit: cfg.GroupCommit, Log: log,
 	}
 	api.AuditKeys = akr
 	api.Expiry = service.Expiry{Lead: lead, Interval: interval, Holder: fmt.Sprintf("%s/%d", host, os.Getpid())}

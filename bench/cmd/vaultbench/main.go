@@ -282,6 +282,22 @@ func (b *bench) creates(ctx context.Context, bin string, conc int, warm, dur tim
 			if mode != "default" {
 				return nil
 			}
+			// Group commit is on by default with sync always only; measure
+			// it with default sync too, for the record.
+			gv, err := startVault(ctx, bin, filepath.Join(b.tmp, "vault-"+mode+"-group"), sync, "VAULT_GROUP_COMMIT=true")
+			if err != nil {
+				return err
+			}
+			gowners, err := setupOwners(ctx, gv.URL, "g", conc, 1)
+			if err == nil {
+				cr.other = createClosed(ctx, gv.URL, gowners, false, warm, dur)
+				b.logf("  closed loop, %d owners each on one server, VAULT_GROUP_COMMIT=true: %s", conc, cr.other)
+				b.runs["create_default_group"] = cr.other
+			}
+			gv.Stop()
+			if err != nil {
+				return err
+			}
 			// One hot server: 16 clients storing credentials under one
 			// server (one account-level integration, many end users).
 			hot, err := setupOwners(ctx, v.URL, "h", 1, 1)
@@ -316,6 +332,23 @@ func (b *bench) creates(ctx context.Context, bin string, conc int, warm, dur tim
 		}()
 		if err != nil {
 			return err
+		}
+		if mode == "always" {
+			// The default with sync always is group commit; measure without.
+			nv, err := startVault(ctx, bin, filepath.Join(b.tmp, "vault-always-nogroup"), sync, "VAULT_GROUP_COMMIT=false")
+			if err != nil {
+				return err
+			}
+			nowners, err := setupOwners(ctx, nv.URL, "n", conc, 1)
+			if err == nil {
+				cr.other = createClosed(ctx, nv.URL, nowners, false, warm, dur)
+				b.logf("  closed loop, %d owners each on one server, VAULT_GROUP_COMMIT=false: %s", conc, cr.other)
+				b.runs["create_always_nogroup"] = cr.other
+			}
+			nv.Stop()
+			if err != nil {
+				return err
+			}
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -356,7 +389,9 @@ func (b *bench) creates(ctx context.Context, bin string, conc int, warm, dur tim
 	return nil
 }
 
-type createRun struct{ main, rotating, hot, fat loadgen.Result }
+// createRun holds the create figures of one sync mode; other is the same
+// load with group commit switched from the mode's default.
+type createRun struct{ main, rotating, hot, fat, other loadgen.Result }
 
 func (b *bench) reportCreates(cr createRun, raw loadgen.Result, atomics map[int]loadgen.Result, label, mode string, bound float64) {
 	main := cr.main
@@ -381,6 +416,10 @@ func (b *bench) reportCreates(cr createRun, raw loadgen.Result, atomics map[int]
 		fmt.Sprintf("%.0f req/s, %s", main.Throughput, latency(main)),
 		fmt.Sprintf("raw publish %.0f msg/s, %s", raw.Throughput, latency(raw)),
 		fmt.Sprintf("R_pub %.2f", ratio(main)), "R_pub " + strings.Replace(target, ">=", "≥", 1), st})
+	other := map[string]string{"default": "VAULT_GROUP_COMMIT=true", "always": "VAULT_GROUP_COMMIT=false"}[mode]
+	b.fig(map[string]string{"default": "create_default_group_rps", "always": "create_always_nogroup_rps"}[mode], cr.other.Throughput, "req/s")
+	b.rows = append(b.rows, row{"  same, " + other,
+		fmt.Sprintf("%.0f req/s, %s", cr.other.Throughput, latency(cr.other)), "", fmt.Sprintf("%.2f", ratio(cr.other)), "", ""})
 	b.rows = append(b.rows, row{"  same, each owner rotating over 8 servers",
 		fmt.Sprintf("%.0f req/s, %s", cr.rotating.Throughput, latency(cr.rotating)), "", fmt.Sprintf("%.2f", ratio(cr.rotating)), "", ""})
 	if mode == "default" {
