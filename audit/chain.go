@@ -58,38 +58,56 @@ func (c *Checker) Check(seq uint64, subject string, body []byte, h Header) error
 	if c.heads == nil {
 		c.heads, c.ids = map[string]string{}, map[string]uint64{}
 	}
-	prev, seen := c.heads[subject]
-	c.heads[subject] = linkValue(seq, body)
-	fail := func(err error) error { return &Break{Seq: seq, Subject: subject, Err: err} }
-	var env struct {
-		ID   string `json:"id"`
-		Type string `json:"type"`
-	}
-	_ = json.Unmarshal(body, &env) // a body that is not an envelope fails the signature or the legacy check below
+	prev := c.heads[subject]
+	c.heads[subject] = Head(seq, body)
 	if seq <= c.UnsignedUntil && h.Get(HeaderSig) == "" {
 		return nil
 	}
-	chain, err := c.Keys.VerifySignature(subject, body, h)
+	if err := c.Keys.VerifyNext(seq, subject, body, h, prev); err != nil {
+		return err
+	}
+	var env struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(body, &env) == nil && env.ID != "" {
+		if first, dup := c.ids[env.ID]; dup {
+			return &Break{Seq: seq, Subject: subject, Err: fmt.Errorf("%w: first at sequence %d", ErrReplayed, first)}
+		}
+		c.ids[env.ID] = seq
+	}
+	return nil
+}
+
+// Head is the chain value a message leaves on its subject: what the next
+// state-changing event there must link to. A consumer that verifies as it
+// applies (the projector) keeps it per subject with its position.
+func Head(seq uint64, body []byte) string { return linkValue(seq, body) }
+
+// VerifyNext checks one message given prevHead, the Head of the message
+// before it on its subject ("" when there is none): its signature and, for
+// a state-changing event, its chain link. It returns a *Break.
+func (k *Keyring) VerifyNext(seq uint64, subject string, body []byte, h Header, prevHead string) error {
+	fail := func(err error) error { return &Break{Seq: seq, Subject: subject, Err: err} }
+	chain, err := k.VerifySignature(subject, body, h)
 	if err != nil {
 		return fail(err)
 	}
-	if Chained(env.Type) {
-		want := First
-		if seen {
-			want = prev
-		}
-		switch {
-		case chain == "":
-			return fail(ErrUnchained)
-		case chain != want:
-			return fail(ErrChain)
-		}
+	var env struct {
+		Type string `json:"type"`
 	}
-	if env.ID != "" {
-		if first, dup := c.ids[env.ID]; dup {
-			return fail(fmt.Errorf("%w: first at sequence %d", ErrReplayed, first))
-		}
-		c.ids[env.ID] = seq
+	_ = json.Unmarshal(body, &env) // a signed body is the vault's own envelope
+	if !Chained(env.Type) {
+		return nil
+	}
+	want := First
+	if prevHead != "" {
+		want = prevHead
+	}
+	switch {
+	case chain == "":
+		return fail(ErrUnchained)
+	case chain != want:
+		return fail(ErrChain)
 	}
 	return nil
 }
