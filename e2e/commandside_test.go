@@ -21,7 +21,14 @@ import (
 // conflict: all of them are stored, none is answered 409 (issue 8: an
 // account-level integration storing many end users' tokens for one server).
 func TestConcurrentCreatesOnOneServerNeverConflict(t *testing.T) {
-	env := vaulttest.MustStart(t, vaulttest.Options{})
+	for _, gc := range []bool{false, true} {
+		t.Run(fmt.Sprintf("group_commit=%v", gc), func(t *testing.T) {
+			concurrentCreatesOnOneServer(t, vaulttest.MustStart(t, vaulttest.Options{GroupCommit: gc}))
+		})
+	}
+}
+
+func concurrentCreatesOnOneServer(t *testing.T, env *vaulttest.Env) {
 	sid := env.MustCreateServer(t, "", nil)
 	const n = 64
 	creates := lcRace(t, env, n, func(i int) vaulttest.Request {
