@@ -61,6 +61,8 @@ type Store struct {
 	idem   jetstream.KeyValue
 	events leaderGets // message gets of the event stream
 	keyGet leaderGets // message gets of the keys stream
+	// message gets of the idempotency bucket's stream
+	idemGet leaderGets
 
 	// group commit (nil when off)
 	eventsBatch, keysBatch *committer
@@ -114,8 +116,9 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{NC: nc, JS: js, cfg: cfg,
-		events: newLeaderGets(nc, cfg.Stream, cfg.AttemptTimeout),
-		keyGet: newLeaderGets(nc, cfg.KeysStreamName(), cfg.AttemptTimeout)}
+		events:  newLeaderGets(nc, cfg.Stream, cfg.AttemptTimeout),
+		keyGet:  newLeaderGets(nc, cfg.KeysStreamName(), cfg.AttemptTimeout),
+		idemGet: newLeaderGets(nc, "KV_"+cfg.IdempotencyBucket(), cfg.AttemptTimeout)}
 	s.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        cfg.Stream,
 		Description: "MCP Vault events (see events/doc.go)",

@@ -42,9 +42,9 @@ type Options struct {
 	Tester       app.Tester
 	RateLimit    float64
 	SyncAlways   bool
-	// NoGroupCommit turns off group commit (on by default, as under make run).
-	NoGroupCommit bool
-	Now           func() time.Time
+	// GroupCommit turns on group commit (off by default, as under make run).
+	GroupCommit bool
+	Now         func() time.Time
 }
 
 // Env is one running vault.
@@ -191,7 +191,7 @@ func (e *Env) StartAPI() {
 	a := &service.API{Listener: ln, NATSURL: e.NATSURL(), Stream: e.Stream, ReadModelPath: e.ReadModel,
 		Keys:       []httpapi.APIKey{{Account: "acct_a", Key: KeyA}, {Account: "acct_b", Key: KeyB}},
 		MasterKeys: e.Keyring, AuditKeys: e.AuditKeys, AllowPrivate: e.opts.AllowPrivate, RateLimit: e.opts.RateLimit,
-		GroupCommit: !e.opts.NoGroupCommit, // as make run (sync always) does
+		GroupCommit: e.opts.GroupCommit,
 		Log:         e.Logger("api"), Tester: e.opts.Tester, Now: e.opts.Now}
 	e.api = start(a.Run)
 	e.WaitReady()

@@ -33,8 +33,8 @@ type Config struct {
 	AllowPrivate  bool
 	RateLimit     float64
 	LogLevel      slog.Level
-	// GroupCommit: VAULT_GROUP_COMMIT, default on when VAULT_NATS_SYNC is
-	// always (each write waits for an fsync, which a batch shares).
+	// GroupCommit: VAULT_GROUP_COMMIT (default off: measured no faster
+	// with nats-server 2.15.2, see docs/benchmarks.md).
 	GroupCommit bool
 }
 
@@ -69,7 +69,7 @@ func Load() (Config, error) {
 	if c.AllowPrivate, err = strconv.ParseBool(env("VAULT_ALLOW_PRIVATE_UPSTREAMS", "false")); err != nil {
 		return c, fmt.Errorf("VAULT_ALLOW_PRIVATE_UPSTREAMS: want true or false")
 	}
-	if c.GroupCommit, err = strconv.ParseBool(env("VAULT_GROUP_COMMIT", strconv.FormatBool(c.NATSSync == "always"))); err != nil {
+	if c.GroupCommit, err = strconv.ParseBool(env("VAULT_GROUP_COMMIT", "false")); err != nil {
 		return c, fmt.Errorf("VAULT_GROUP_COMMIT: want true or false")
 	}
 	if c.Replicas, err = strconv.Atoi(env("VAULT_NATS_REPLICAS", "1")); err != nil || c.Replicas < 1 || c.Replicas > 5 {
