@@ -220,3 +220,44 @@ func TestKeysRotateUnderCreateLoad(t *testing.T) {
 		t.Fatal("the rotation event carries key material")
 	}
 }
+
+// TestKeysRotateResumes: a rotation interrupted between storing a key's
+// re-wrapped version and destroying the old one leaves two versions on the
+// subject; the next run destroys the old version and finds the key current.
+func TestKeysRotateResumes(t *testing.T) {
+	oldSpec, newSpec := seal.NewKeySpec("old"), seal.NewKeySpec("new")
+	env := vaultEnv(t, oldSpec)
+	srv := env.MustCreateServer(t, "erin", nil)
+	c, ok := createCred(t, env, "erin", srv, "token-erin-abcdefgh")
+	if !ok {
+		t.Fatal("create failed")
+	}
+	// The interrupted run: the new version is stored, the old one is not destroyed.
+	js := vaulttest.MustJetStream(t, env.NATSURL())
+	ks, _ := js.Stream(context.Background(), env.Stream+"_KEYS")
+	subject := "vaultkeys." + strings.ToLower(env.Stream) + ".owner." + seal.OwnerKeyID(c.owner)
+	old, err := ks.GetLastMsgForSubject(context.Background(), subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rotated := mustKeyring(t, newSpec+","+oldSpec)
+	next, changed, err := rotated.RewrapOwnerKey(old.Data)
+	if err != nil || !changed {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(context.Background(), subject, next); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("VAULT_MASTER_KEYS", newSpec+","+oldSpec)
+	code, out, errs := vaultctl(t, "--json", "keys", "rotate")
+	var res rotation
+	if code != 0 || json.Unmarshal([]byte(out), &res) != nil || res.Cleaned != 1 || res.OwnerKeys != 0 || len(res.RetiredKIDs) != 1 {
+		t.Fatalf("resumed rotation: %d %s %s", code, out, errs)
+	}
+	if _, err := ks.GetMsg(context.Background(), old.Sequence); err == nil {
+		t.Fatal("the old version is still stored")
+	}
+	if got, err := openSecret(t, js, env.Stream, mustKeyring(t, newSpec), c); err != nil || got != c.token {
+		t.Fatalf("after the resumed rotation: %q %v", got, err)
+	}
+}
