@@ -27,8 +27,14 @@ import (
 
 // connect dials NATS as role and binds to the event stream read-only.
 func (c *cli) connect(ctx context.Context, role string) (*nats.Conn, *eventstore.Reader, error) {
-	nc, err := nats.Connect(c.cfg.RoleURL(role), nats.Name("vaultctl-"+role), nats.Timeout(3*time.Second),
-		nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond))
+	opts := []nats.Option{nats.Name("vaultctl-" + role), nats.Timeout(3 * time.Second),
+		nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
+	if role != "audit" {
+		// The api and projector users may only subscribe to their private
+		// reply prefix (deploy/nats: replies carry wrapped keys).
+		opts = append(opts, nats.CustomInboxPrefix("_INBOX_"+role))
+	}
+	nc, err := nats.Connect(c.cfg.RoleURL(role), opts...)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: NATS as %s: %v", errUnreachable, role, err)
 	}
