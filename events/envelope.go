@@ -210,7 +210,7 @@ func SubjectOf(r Record) string {
 	case KeysRewrapped:
 		return KeysSubject
 	case AuditRejected:
-		return AuditSubject
+		return RejectionSubject(e.Sequence)
 	}
 	if strings.HasPrefix(r.AggregateID, "mcp_cred_") {
 		return CredentialSubject(r.ServerID, r.AggregateID)

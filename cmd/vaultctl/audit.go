@@ -225,7 +225,7 @@ type rejection struct {
 // rejections reads every validly signed rejection (sequence rejected → rejection).
 func rejections(ctx context.Context, r *eventstore.Reader, kr *audit.Keyring) (map[uint64]rejection, error) {
 	out := map[uint64]rejection{}
-	err := r.Walk(ctx, 1, events.AuditSubject, func(s eventstore.Stored) error {
+	err := r.Walk(ctx, 1, events.RejectionsFilter, func(s eventstore.Stored) error {
 		if _, err := kr.VerifySignature(s.Subject, s.Data, s.Header); err != nil {
 			return nil // a forged rejection rejects nothing (and is itself a break)
 		}
@@ -436,7 +436,10 @@ func (c *cli) auditReject(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	at, err := r.Publish(ctx, events.AuditSubject, body, kr.Sign(events.AuditSubject, body, audit.Unchained), "reject-"+strconv.FormatUint(seq, 10))
+	subject := events.RejectionSubject(seq)
+	h := kr.Sign(subject, body, audit.Unchained)
+	h["Nats-Expected-Last-Subject-Sequence"] = "0" // at most one rejection per sequence
+	at, err := r.Publish(ctx, subject, body, h, "reject-"+strconv.FormatUint(seq, 10))
 	if err != nil {
 		return err
 	}

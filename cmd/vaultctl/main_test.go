@@ -293,7 +293,7 @@ func TestVerifyCatchesForgeries(t *testing.T) {
 	forged := w.publish(subject, body, nil)
 	rb, _ := events.Marshal(events.Meta{ID: "01JSXQ6Z8Y9999999999999999", AggregateID: credID, ServerID: srvID, Owner: events.Owner{Account: "operator"}, OccurredAt: events.NewTime(time.Now())},
 		events.AuditRejected{Sequence: forged, Subject: subject, Problem: "not signed", BodySHA256: audit.Hash(body)})
-	w.publish(events.AuditSubject, rb, nil)
+	w.publish(events.RejectionSubject(forged), rb, nil)
 	code, res = verifyJSON(t, "--all")
 	if code != exitProblem || len(res.Breaks) != 2 || res.Breaks[0].Seq != forged {
 		t.Fatalf("forged rejection: %d %+v", code, res)
