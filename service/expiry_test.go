@@ -22,6 +22,7 @@ import (
 // scheduler is one replica's expiry scheduler, run on its own connection.
 type scheduler struct {
 	name   string
+	nc     *nats.Conn
 	cancel context.CancelFunc
 	done   chan struct{}
 }
@@ -45,7 +46,7 @@ func startScheduler(t *testing.T, env *vaulttest.Env, name string, now func() ti
 	v.SetStore(st)
 	x := &service.Expiry{Vault: v, Log: env.Logger("expiry-" + name), Holder: name, Lead: 3 * time.Hour,
 		Interval: 50 * time.Millisecond, LeaseTTL: time.Second, Now: now}
-	s := &scheduler{name: name, cancel: cancel, done: make(chan struct{})}
+	s := &scheduler{name: name, nc: nc, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		x.Run(ctx)
@@ -55,6 +56,10 @@ func startScheduler(t *testing.T, env *vaulttest.Env, name string, now func() ti
 	t.Cleanup(s.stop)
 	return s
 }
+
+// crash cuts the scheduler off NATS without letting it release its lease
+// (as a killed or partitioned replica): the lease expires after its TTL.
+func (s *scheduler) crash() { s.nc.Close() }
 
 func (s *scheduler) stop() {
 	s.cancel()
@@ -84,7 +89,8 @@ func notices(t *testing.T, js jetstream.JetStream, stream string) map[string]uin
 // TestExpiryScheduler: two replicas schedule, one works at a time; each
 // credential gets expiring_soon once within the lead time and expired once
 // past expires_at (revoked ones and ones without expiry get nothing);
-// stopping the lease holder hands the work over; a restart repeats nothing.
+// a crashed lease holder (cut off NATS, lease not released) is replaced
+// once its lease expires; a restart repeats nothing.
 func TestExpiryScheduler(t *testing.T) {
 	env := vaulttest.MustStart(t, vaulttest.Options{})
 	js := vaulttest.MustJetStream(t, env.NATSURL())
@@ -153,7 +159,15 @@ func TestExpiryScheduler(t *testing.T) {
 	if string(e.Value()) == "replica-b" {
 		holder, other = b, a
 	}
-	holder.stop()
+	crashed := time.Now()
+	holder.crash()
+	vaulttest.Eventually(t, 10*time.Second, func() bool {
+		e, err := kv.Get(context.Background(), "expiry-scheduler")
+		return err == nil && string(e.Value()) == other.name
+	})
+	if waited := time.Since(crashed); waited < 500*time.Millisecond {
+		t.Fatalf("the lease moved %s after the holder crashed, before its TTL", waited)
+	}
 	offset.Store(int64(150 * time.Minute))
 	want(map[string]uint64{soon(c1): 1, soon(c2): 1, expired(c1): 1, expired(c2): 1})
 	if e, err := kv.Get(context.Background(), "expiry-scheduler"); err != nil || string(e.Value()) != other.name {
