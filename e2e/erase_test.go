@@ -114,9 +114,16 @@ func TestEraseEndUser(t *testing.T) {
 	}
 	vaulttest.Eventually(t, 10*time.Second, func() bool { return len(shredScanTree(t, env.StoreDir, needle)) == 0 })
 
-	// Erasing again is harmless; replay gives the same read model.
-	if r := env.Do(t, vaulttest.Request{Method: "POST", Path: "/erase", User: "erase-me"}); r.Status != 200 {
+	// Erasing again is harmless (and idempotent with a key); replay gives
+	// the same read model.
+	if r := env.Do(t, vaulttest.Request{Method: "POST", Path: "/erase", User: "erase-me"}); r.Status != 200 || r.Header.Get("X-Vault-Sequence") == "" {
 		t.Fatalf("second erase: %d", r.Status)
+	}
+	for i := 0; i < 2; i++ {
+		r := env.Do(t, vaulttest.Request{Method: "POST", Path: "/erase", User: "erase-me", Header: map[string]string{"Idempotency-Key": "erase-1"}})
+		if r.Status != 200 || (i == 1) != (r.Header.Get("Idempotent-Replayed") == "true") {
+			t.Fatalf("erase with Idempotency-Key, attempt %d: %d %v", i+1, r.Status, r.Header)
+		}
 	}
 	lcWaitCaughtUp(t, env, env.ReadModel)
 	before := lcDump(t, env.ReadModel)

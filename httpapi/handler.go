@@ -101,7 +101,7 @@ func (h *Handler) Routes() http.Handler {
 	api.POST("/servers/:server_id/credentials/:credential_id/revoke", h.idempotent, h.revokeCredential)
 	api.DELETE("/servers/:server_id/credentials/:credential_id", h.deleteCredential)
 	api.POST("/servers/:server_id/test", h.idempotent, h.testServer)
-	api.POST("/erase", h.eraseOwner) // httpapi/erase.go
+	api.POST("/erase", h.idempotent, h.eraseOwner) // httpapi/erase.go
 	return r
 }
 
