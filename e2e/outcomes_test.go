@@ -509,6 +509,58 @@ func TestIdempotentRetryAfterHangUp(t *testing.T) {
 		n, hungUp, replayed, ranAgain, sawInUse, maxInUse.Round(time.Millisecond), maxWait.Round(time.Millisecond), len(stored))
 }
 
+// (a') testServer's answer cannot be rebuilt from events, so it is
+// remembered before it is sent: clients that leave during the upstream
+// probe get, on retry with their key, the probe's real outcome (connected),
+// not a failure caused by their own hang-up, and exactly one use is
+// recorded per key.
+func TestIdempotentTestServerAfterHangUp(t *testing.T) {
+	env := vaulttest.MustStart(t, vaulttest.Options{AllowPrivate: true})
+	up := ocStartUpstream(t)
+	sid := tsCreateServer(t, env, up.URL, nil)
+	cid := ocID(env.Do(t, ocKeyed(sid, "cred", up.token("probe"))))
+	const n = 30
+	var wg sync.WaitGroup
+	hungUp := make([]bool, n)
+	reqs := make([]vaulttest.Request, n)
+	for i := range n {
+		reqs[i] = vaulttest.Request{Method: "POST", Path: "/servers/" + sid + "/test", Body: map[string]any{"credential_id": cid},
+			Header: map[string]string{"Idempotency-Key": fmt.Sprintf("probe-%d", i)}}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 500*time.Microsecond+rand.N(20*time.Millisecond))
+			defer cancel()
+			_, err := vaulttest.Send(ctx, t, env.URL, reqs[i])
+			hungUp[i] = err != nil
+		}()
+	}
+	wg.Wait()
+	left := 0
+	for i, req := range reqs {
+		if hungUp[i] {
+			left++
+		}
+		r := ocRetry(t, env.URL, req, 30*time.Second).Resp
+		var m struct {
+			Connected bool `json:"connected"`
+		}
+		if r.Status != http.StatusOK || json.Unmarshal(r.Body, &m) != nil || !m.Connected {
+			t.Fatalf("key %d (client hung up: %v): retry answered %d %s, want the probe's real outcome", i, hungUp[i], r.Status, r.Body)
+		}
+		if again := env.Do(t, req); again.Status != r.Status || !bytes.Equal(again.Body, r.Body) || again.Header.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("key %d: second retry %d %s differs from %d %s", i, again.Status, again.Body, r.Status, r.Body)
+		}
+	}
+	if left == 0 {
+		t.Fatal("no client hung up: the path was not exercised")
+	}
+	if uses := lcCount(t, env, "vault."+sid+".credential."+cid+".used"); uses != n {
+		t.Fatalf("%d use events for %d keyed tests", uses, n)
+	}
+	t.Logf("%d keyed testServer calls, %d clients hung up before their answer: every retry answered connected:true, replayed identically; %d use events", n, left, n)
+}
+
 // (b) The API process (cmd/api) is SIGKILLed during a keyed create load and
 // started again: every key retried until answered gets 201 with exactly one
 // stored credential (the same body when it had been answered before the
