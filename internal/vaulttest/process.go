@@ -111,14 +111,18 @@ type APIProcess struct {
 }
 
 // SpawnAPI starts the API binary bin listening on addr (host:port) with the
-// Env's stream, read model, API keys and master keys, and waits until it is
-// ready. It is killed at cleanup if still running.
+// Env's stream, read model, API keys, master keys and Options.APINATS, and
+// waits until it is ready. It is killed at cleanup if still running.
 func (e *Env) SpawnAPI(tb testing.TB, bin, addr string) *APIProcess {
 	tb.Helper()
 	p := &APIProcess{URL: "http://" + addr, Logs: &SyncBuffer{}, done: make(chan struct{})}
+	natsURL := e.NATSURL()
+	if e.opts.APINATS != nil {
+		natsURL = "nats://" + e.opts.APINATS(e.natsAddr)
+	}
 	p.cmd = exec.Command(bin)
 	p.cmd.Env = append(os.Environ(),
-		"VAULT_HTTP_ADDR="+addr, "VAULT_NATS_URL="+e.NATSURL(), "VAULT_STREAM="+e.Stream,
+		"VAULT_HTTP_ADDR="+addr, "VAULT_NATS_URL="+natsURL, "VAULT_STREAM="+e.Stream,
 		"VAULT_READMODEL_PATH="+e.ReadModel, "VAULT_DATA_DIR="+tb.TempDir(),
 		"VAULT_API_KEYS=acct_a:"+KeyA+",acct_b:"+KeyB, "VAULT_MASTER_KEYS="+e.KeySpec,
 		"VAULT_RATE_LIMIT=0", "VAULT_LOG_LEVEL=warn",
