@@ -67,8 +67,11 @@ func (v *Vault) BeginIdempotent(ctx context.Context, owner events.Owner, key str
 		return 0, nil, IdemTicket{}, ErrUnavailable
 	}
 	// Bounded like a write: when NATS has just gone away unnoticed, the
-	// JetStream default (5 s) alone would break "503 within 5 s".
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	// JetStream default (5 s) alone would break "503 within 5 s". Detached
+	// from the client like a write: a claim cancelled by a hang-up may be
+	// stored nonetheless, and then nothing would run or release it, and
+	// every retry would be told 409 until the attempt's deadline.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	sum := sha256.Sum256([]byte(owner.Key() + "\x00" + key))
 	now := time.Now().UTC()

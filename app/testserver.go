@@ -72,7 +72,11 @@ func (v *Vault) TestServer(ctx context.Context, in Intent, owner events.Owner, s
 			return TestResult{}, ErrUnavailable
 		}
 	}
-	res := v.Tester.Test(ctx, srv.ServerURL, cred, secret, srv.AllowedTools)
+	// From here the credential is sent: the probe runs to its end (bounded
+	// by the tester's own timeout) whether or not the client waits, so the
+	// use it records and the answer remembered under an Idempotency-Key are
+	// the upstream's, not a cancellation caused by the client leaving.
+	res := v.Tester.Test(context.WithoutCancel(ctx), srv.ServerURL, cred, secret, srv.AllowedTools)
 	if cred.ID != "" && res.Sent {
 		use := events.CredentialUsed{Operation: "test", Outcome: "connected", ToolCount: len(res.ToolNames),
 			TargetHost: res.TargetHost}
