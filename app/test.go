@@ -32,6 +32,9 @@ func (v *Vault) TestServer(ctx context.Context, owner events.Owner, serverID, cr
 	)
 	now := v.now()
 	err := v.DB.Snapshot(ctx, func(view projections.View) error {
+		if err := view.Held(ctx, owner, serverID); err != nil {
+			return err // the projector holds it: 503 aggregate_held
+		}
 		var err error
 		if srv, _, err = view.GetServer(ctx, owner, serverID); err != nil {
 			if errors.Is(err, projections.ErrNotFound) {

@@ -197,6 +197,9 @@ func (v *Vault) onServer(ctx context.Context, owner events.Owner, id string,
 			treeSeq uint64
 		)
 		err := v.DB.Snapshot(ctx, func(view projections.View) error {
+			if err := view.Held(ctx, owner, id); err != nil {
+				return err // the projector holds it: 503 aggregate_held
+			}
 			s, seq, err := view.GetServer(ctx, owner, id)
 			if errors.Is(err, projections.ErrNotFound) {
 				return domain.ErrServerNotFound

@@ -56,6 +56,8 @@ func (h *Handler) fail(c *gin.Context, err error) {
 			abort(c, http.StatusNotFound, typeNotFound, de.Message, "", "")
 		case domain.KindConflict:
 			abort(c, http.StatusConflict, typeConflict, de.Message, "", de.Code)
+		case domain.KindUnavailable:
+			abort(c, http.StatusServiceUnavailable, typeUnavailable, de.Message, "", de.Code)
 		}
 	case errors.Is(err, app.ErrUnavailable):
 		abort(c, http.StatusServiceUnavailable, typeUnavailable, err.Error(), "", "stream_unavailable")
