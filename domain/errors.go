@@ -8,10 +8,10 @@ type Kind int
 
 // The kinds of domain error.
 const (
-	KindInvalid  Kind = iota + 1 // a rule is broken: 400
-	KindNotFound                 // unknown or foreign: 404
-	KindConflict                 // a concurrent change won: 409
-	KindUnavailable              // cannot be served now, retry later: 503
+	KindInvalid     Kind = iota + 1 // a rule is broken: 400
+	KindNotFound                    // unknown or foreign: 404
+	KindConflict                    // a concurrent change won: 409
+	KindUnavailable                 // cannot be served now, retry later: 503
 )
 
 // Error is the one error shape of the domain.

@@ -74,10 +74,10 @@ func TestApplyHoldsTreeOfUnknownEventUntilABuildKnowsIt(t *testing.T) {
 		hdMsg(t, 1, srv(apSrvA, apAlice)),
 		hdMsg(t, 2, cred(apSrvA, apC1, created)),
 		hdMsg(t, 3, srv(apSrvB, apAlice)),
-		hdFuture(4, apSrvA, apC2),                                 // held from here
+		hdFuture(4, apSrvA, apC2),                                   // held from here
 		hdMsg(t, 5, cred(apSrvA, apC1, events.CredentialRevoked{})), // kept
-		hdMsg(t, 6, cred(apSrvB, apC3, created)),                  // applied
-		hdMsg(t, 7, cred(apSrvA, apC4, created)),                  // kept
+		hdMsg(t, 6, cred(apSrvB, apC3, created)),                    // applied
+		hdMsg(t, 7, cred(apSrvA, apC4, created)),                    // kept
 	}
 	if msgs[3].Err == nil {
 		t.Fatal("this build decodes mcp.credential.created v9")
