@@ -203,6 +203,16 @@ func TestSweepDestroysLeftoverKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A credential of a held server: the read model has no row for it, the
+	// stream has its (future) create.
+	heldSrv := env.MustCreateServer(t, "", nil)
+	heldCred := domain.CredentialID(ulid.Make())
+	if err := st.PutKey(context.Background(), heldCred, []byte(`{"kid":"k1","nonce":"AAAA","ciphertext":"held"}`)); err != nil {
+		t.Fatal(err)
+	}
+	subj, body := heldFuture(heldSrv, heldCred)
+	heldPublish(t, js, subj, body)
+
 	// The revoke is projected but its destruction record is lost.
 	blocked.Store(revoked, true)
 	srRawWrite(t, env, s, revoked, events.CredentialRevoked{})
@@ -234,6 +244,9 @@ func TestSweepDestroysLeftoverKeys(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	if _, ok := shredGetKey(t, env, js, live); !ok {
 		t.Fatal("the sweep destroyed a live credential's key")
+	}
+	if _, ok := shredGetKey(t, env, js, heldCred); !ok {
+		t.Fatal("the sweep destroyed the key of a credential under a held server")
 	}
 }
 
