@@ -40,7 +40,11 @@ type Msg struct {
 // can decode the next batch while Apply commits the current one.
 func Decode(seq uint64, subject string, data []byte) Msg {
 	m := Msg{Seq: seq, Subject: subject, Data: data}
-	r, err := events.Unmarshal(data)
+	r, ok := fastDecode(data)
+	var err error
+	if !ok {
+		r, err = events.Unmarshal(data)
+	}
 	if err != nil {
 		m.Err = err
 		var env struct {
