@@ -34,6 +34,8 @@ type Msg struct {
 	Version int
 	// Owner is the envelope's owner key, when it is readable.
 	Owner string
+	// row is the row a create writes, mapped by Decode (off the apply path).
+	row []any
 }
 
 // Decode decodes one stored message. It touches no database, so the caller
@@ -63,6 +65,14 @@ func Decode(seq uint64, subject string, data []byte) Msg {
 	r.Sequence = seq
 	m.Record = r
 	m.Type, m.Version = r.Event.EventType(), r.Event.SchemaVersion()
+	// A create's row depends on the event alone: map it here, where the
+	// caller decodes the next batch while the current one commits.
+	switch r.Event.(type) {
+	case events.CredentialCreated:
+		m.row = credentialArgs(domain.ApplyCredential(domain.Credential{}, r))
+	case events.ServerCreated:
+		m.row = serverArgs(domain.ApplyServer(domain.Server{}, r), seq)
+	}
 	return m
 }
 
@@ -168,7 +178,7 @@ func (d *DB) Apply(ctx context.Context, msgs []Msg) (Applied, error) {
 			held[tree] = true
 			out.Held = append(out.Held, h)
 		default:
-			if err := a.apply(m.Record); err != nil {
+			if err := a.apply(m.Record, m.row); err != nil {
 				return Applied{}, fmt.Errorf("projections: apply seq %d (%s): %w", m.Seq, m.Type, err)
 			}
 		}
@@ -246,7 +256,7 @@ func (d *DB) release(ctx context.Context, tree string) (bool, []string, error) {
 			stuck = &m
 			break
 		}
-		if err := a.apply(m.Record); err != nil {
+		if err := a.apply(m.Record, m.row); err != nil {
 			return false, nil, fmt.Errorf("projections: apply held seq %d (%s): %w", m.Seq, m.Type, err)
 		}
 		applied = append(applied, m.Seq)
@@ -604,14 +614,17 @@ func (a *applier) serverExists(id string) (bool, error) {
 }
 
 // apply folds r into the stored state of its aggregate and writes the
-// result back, recording data keys to destroy.
-func (a *applier) apply(r events.Record) error {
+// result back, recording data keys to destroy. row is a create's row when
+// Decode mapped it already.
+func (a *applier) apply(r events.Record, row []any) error {
 	switch e := r.Event.(type) {
 	case events.ServerCreated:
-		s := domain.ApplyServer(domain.Server{}, r)
+		if row == nil {
+			row = serverArgs(domain.ApplyServer(domain.Server{}, r), r.Sequence)
+		}
 		a.servers[r.ServerID] = true
 		delete(a.trees, r.ServerID)
-		return a.exec(insertServer, serverArgs(s, r.Sequence)...)
+		return a.exec(insertServer, row...)
 	case events.ServerUpdated:
 		s, _, err := scanServer(a.queryRow(selectServer, r.ServerID))
 		if err != nil {
@@ -657,9 +670,11 @@ func (a *applier) apply(r events.Record) error {
 			// a live credential without a server; its key goes.
 			return a.shred(r.Sequence, r.AggregateID)
 		}
-		c := domain.ApplyCredential(domain.Credential{}, r)
+		if row == nil {
+			row = credentialArgs(domain.ApplyCredential(domain.Credential{}, r))
+		}
 		a.trees[r.ServerID] = r.Sequence
-		return a.exec(insertCred, credentialArgs(c)...)
+		return a.exec(insertCred, row...)
 	case events.CredentialDeleted:
 		a.trees[r.ServerID] = r.Sequence
 		if err := a.shred(r.Sequence, r.AggregateID); err != nil {
