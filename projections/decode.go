@@ -2,8 +2,9 @@ package projections
 
 import (
 	"bytes"
-	"encoding/json"
 	"strconv"
+
+	json "github.com/goccy/go-json"
 
 	"github.com/mcpvault/vault/events"
 )
@@ -13,7 +14,9 @@ import (
 // decoding is the projector's largest cost. For an event at its type's
 // current version — whose decoding is a plain json.Unmarshal into the
 // current struct, no upcasting — fastDecode reads envelope and data in one
-// pass. Anything else (older or newer versions, unknown types, a type field
+// pass, with github.com/goccy/go-json (already in the module for Gin; 3-6×
+// faster than encoding/json on these messages, measured by
+// BenchmarkDecodeFast against BenchmarkDecodeEvents). Anything else (older or newer versions, unknown types, a type field
 // it cannot find) goes through events.Unmarshal. TestFastDecodeMatchesEvents
 // holds the two to the same answers.
 
