@@ -37,12 +37,13 @@ func heldPublish(tb testing.TB, js jetstream.JetStream, subject string, body []b
 // heldEvent encodes an event of this build for a raw publish.
 func heldEvent(tb testing.TB, server, aggregate string, e events.Event) (string, []byte) {
 	tb.Helper()
-	body, err := events.Marshal(events.Meta{ID: ulid.Make().String(), AggregateID: aggregate, ServerID: server,
-		Owner: events.Owner{Account: "acct_a"}, OccurredAt: events.NewTime(time.Now())}, e)
+	m := events.Meta{ID: ulid.Make().String(), AggregateID: aggregate, ServerID: server,
+		Owner: events.Owner{Account: "acct_a"}, OccurredAt: events.NewTime(time.Now())}
+	body, err := events.Marshal(m, e)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return events.SubjectFor(server, aggregate), body
+	return events.SubjectOf(events.Record{Meta: m, Event: e}), body
 }
 
 // heldFuture is an event of a newer build: mcp.credential.created at
@@ -96,8 +97,9 @@ func heldReady(tb testing.TB, env *vaulttest.Env) (int, string, map[string]any) 
 }
 
 // A future event (mcp.credential.created v9) written to the stream holds its
-// server: reads and writes of that server answer 503 aggregate_held naming
-// the event and its sequence, later events of the server are kept, every
+// server in the read model: reads of that server answer 503 aggregate_held
+// naming the event and its sequence, later events of the server (a raw
+// revoke, a create through the API) are kept, every
 // other server keeps being projected, /readyz stays 200 and names the hold,
 // the metric counts it; a projector restarted with a build that knows the
 // event applies the kept events in order, with no manual step. An unknown
@@ -129,13 +131,18 @@ func TestFutureEventHoldsOnlyItsServer(t *testing.T) {
 		t.Fatalf("update of another server: %d %s", r.Status, r.Body)
 	}
 
-	// Reads and writes of the held server say why.
+	// The command side decides on the server's own subject, which this
+	// build reads: a credential created under the held server meanwhile is
+	// stored, and the projector keeps it with the held server's events.
+	later := env.MustCreateCredential(t, "", held, map[string]any{"bearer_token": "tok-held-later-0123456789"})["id"].(string)
+	lcWaitCaughtUp(t, env, env.ReadModel)
+
+	// Reads of the held server say why.
 	for _, req := range []vaulttest.Request{
 		{Method: "GET", Path: "/servers/" + held},
 		{Method: "GET", Path: "/servers/" + held + "/credentials"},
 		{Method: "GET", Path: "/servers/" + held + "/credentials/" + c1},
-		{Method: "POST", Path: "/servers/" + held, Body: map[string]any{"name": "x"}},
-		{Method: "POST", Path: "/servers/" + held + "/credentials", Body: map[string]any{"bearer_token": "tok-held-2-0123456789"}},
+		{Method: "GET", Path: "/servers/" + held + "/credentials/" + later},
 	} {
 		r := env.Do(t, req)
 		e, _ := r.JSON(t)["error"].(map[string]any)
@@ -180,6 +187,10 @@ func TestFutureEventHoldsOnlyItsServer(t *testing.T) {
 	got = env.Do(t, vaulttest.Request{Method: "GET", Path: "/servers/" + held + "/credentials/" + c1})
 	if got.Status != http.StatusOK || got.JSON(t)["revoked_at"] == nil {
 		t.Fatalf("the kept revoke after the upgrade: %d %s", got.Status, got.Body)
+	}
+	got = env.Do(t, vaulttest.Request{Method: "GET", Path: "/servers/" + held + "/credentials/" + later})
+	if got.Status != http.StatusOK || got.JSON(t)["revoked_at"] != nil {
+		t.Fatalf("the credential created while held, after the upgrade: %d %s", got.Status, got.Body)
 	}
 	// The kept revoke destroys the key (the raw publish bypassed the API).
 	vaulttest.Eventually(t, 20*time.Second, func() bool {

@@ -104,7 +104,7 @@ func apMsgs(tb testing.TB, recs []events.Record) []projections.Msg {
 	for i, r := range recs {
 		var body []byte
 		var err error
-		subject := events.SubjectFor(r.ServerID, r.AggregateID)
+		subject := events.SubjectOf(r)
 		if r.Event == nil {
 			subject = events.ServerSubject(r.ServerID)
 			body = []byte(`{"id":"evt-future","type":"mcp.server.renamed","version":1,"aggregate_id":"` + r.ServerID +

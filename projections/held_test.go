@@ -22,7 +22,7 @@ func hdMsg(tb testing.TB, seq uint64, r events.Record) projections.Msg {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return projections.Decode(seq, events.SubjectFor(r.ServerID, r.AggregateID), body)
+	return projections.Decode(seq, events.SubjectOf(r), body)
 }
 
 // hdFuture is mcp.credential.created at version 9, which this build does not
