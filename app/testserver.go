@@ -31,6 +31,9 @@ func (v *Vault) TestServer(ctx context.Context, in Intent, owner events.Owner, s
 	)
 	now := v.now()
 	err := v.DB.Snapshot(ctx, func(view projections.View) error {
+		if err := view.Held(ctx, owner, serverID); err != nil {
+			return err // the projector holds it: 503 aggregate_held
+		}
 		var err error
 		if srv, _, err = view.GetServer(ctx, owner, serverID); err != nil {
 			if errors.Is(err, projections.ErrNotFound) {

@@ -49,15 +49,19 @@ func (r *Rebuild) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	db, err := projections.Open(ctx, tmp, projections.Bulk)
+	// Reopened as a writer: the bulk file was completed (indexes built) when
+	// build closed it.
+	db, err := projections.Open(ctx, tmp, projections.Writer)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	swapStart := time.Now()
 	if err := db.ReplaceContents(ctx, r.ReadModelPath); err != nil {
 		return err
 	}
-	r.Log.Info("read model rebuilt and swapped in", "events", n, "path", r.ReadModelPath)
+	r.Log.Info("read model rebuilt and swapped in", "events", n, "path", r.ReadModelPath,
+		"swap_seconds", time.Since(swapStart).Seconds())
 	return nil
 }
 
@@ -80,20 +84,11 @@ func (r *Rebuild) build(ctx context.Context, st *eventstore.Store, path string) 
 	start := time.Now()
 	var applied uint64
 	if total > 0 {
-		fctx, cancel := context.WithCancel(ctx)
-		err = st.Follow(fctx, 1, batch, func(msgs []eventstore.Msg) error {
-			a, err := db.Apply(fctx, decode(msgs, r.Log))
-			if err != nil {
-				return err
-			}
+		err = applyStream(ctx, st, db, 1, batch, func(a projections.Applied) bool {
 			prog(int64(a.LastSeq), false)
 			applied = a.LastSeq
-			if applied >= total {
-				cancel()
-			}
-			return nil
+			return applied >= total
 		})
-		cancel()
 		if applied < total {
 			db.Close()
 			if err == nil || ctx.Err() != nil {
