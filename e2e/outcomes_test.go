@@ -36,6 +36,7 @@ type ocUpstream struct {
 	tokens map[string]bool
 }
 
+// ocStartUpstream starts an ocUpstream (stopped at cleanup).
 func ocStartUpstream(tb testing.TB) *ocUpstream {
 	tb.Helper()
 	u := &ocUpstream{tokens: map[string]bool{}}
