@@ -143,7 +143,7 @@ func mustJSON(v any) []byte {
 func (v *Vault) FinishIdempotent(ctx context.Context, t IdemTicket, status int, contentType string, body []byte, seq uint64) {
 	done := t.rec
 	done.State, done.Status, done.ContentType, done.Body, done.Seq = "done", status, contentType, body, seq
-	v.updateIdem(ctx, t, done)
+	v.updateIdem(ctx, t, done, 2*time.Second)
 }
 
 // ReleaseIdempotent ends an attempt whose answer must not be remembered (a
@@ -153,15 +153,17 @@ func (v *Vault) FinishIdempotent(ctx context.Context, t IdemTicket, status int, 
 func (v *Vault) ReleaseIdempotent(ctx context.Context, t IdemTicket) {
 	over := t.rec
 	over.Deadline = time.Now().UTC()
-	v.updateIdem(ctx, t, over)
+	// Bounded tightly: the stream may be the reason for the failure, and
+	// the record's own deadline frees the key anyway.
+	v.updateIdem(ctx, t, over, time.Second)
 }
 
-func (v *Vault) updateIdem(ctx context.Context, t IdemTicket, rec IdemAnswer) {
+func (v *Vault) updateIdem(ctx context.Context, t IdemTicket, rec IdemAnswer, timeout time.Duration) {
 	st := v.Store()
 	if st == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	if _, err := st.IdemUpdate(ctx, t.key, mustJSON(rec), t.rev); err != nil {
 		v.Log.Warn("updating an idempotency record failed", "err", err)
