@@ -2,8 +2,7 @@ package projections
 
 import (
 	"context"
-	"database/sql"
-	"errors"
+	"strings"
 )
 
 // PendingShred is a data key whose destruction is due.
@@ -107,21 +106,38 @@ const (
 	CredentialRevoked
 )
 
-// CredentialStates returns the state of each credential id.
+// CredentialStates returns the state of each credential id, looking them up
+// 500 at a time.
 func (d *DB) CredentialStates(ctx context.Context, ids []string) (map[string]CredentialState, error) {
 	out := make(map[string]CredentialState, len(ids))
-	for _, id := range ids {
-		var revoked sql.NullString
-		err := d.sql.QueryRowContext(ctx, "SELECT revoked_at FROM credentials WHERE id = ?", id).Scan(&revoked)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
+	for lo := 0; lo < len(ids); lo += 500 {
+		chunk := ids[lo:min(lo+500, len(ids))]
+		args := make([]any, len(chunk))
+		for i, id := range chunk {
+			args[i] = id
 			out[id] = CredentialAbsent
-		case err != nil:
+		}
+		q := "SELECT id, revoked_at IS NOT NULL FROM credentials WHERE id IN (?" + strings.Repeat(",?", len(chunk)-1) + ")"
+		rows, err := d.sql.QueryContext(ctx, q, args...)
+		if err != nil {
 			return nil, err
-		case revoked.Valid:
-			out[id] = CredentialRevoked
-		default:
-			out[id] = CredentialLive
+		}
+		for rows.Next() {
+			var id string
+			var revoked bool
+			if err := rows.Scan(&id, &revoked); err != nil {
+				rows.Close()
+				return nil, err
+			}
+			if revoked {
+				out[id] = CredentialRevoked
+			} else {
+				out[id] = CredentialLive
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, err
 		}
 	}
 	return out, nil

@@ -44,9 +44,11 @@ type Projector struct {
 	// minutes; negative: never). The first sweep runs one interval after start.
 	SweepInterval time.Duration
 	// SweepGrace is how old a key with no credential event must be before
-	// the sweep destroys it as the leftover of a failed create (default 15
-	// minutes; it must exceed the longest time an append may take after its
-	// key was stored).
+	// the sweep destroys it as the leftover of a failed create. Default 25
+	// hours: a retry of the create under its Idempotency-Key (24 hours)
+	// reuses a key its first attempt stored, so a younger key may still get
+	// its event. Such a key protects no stored secret, so nothing is lost by
+	// waiting.
 	SweepGrace time.Duration
 	// DestroyFault, when set, is called before each key destruction; an
 	// error fails that destruction as the keys stream would (fault

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -32,6 +33,11 @@ type Rebuild struct {
 
 // Run rebuilds and swaps. It returns the number of events applied.
 func (r *Rebuild) Run(ctx context.Context) error {
+	// A replay allocates short-lived decoded batches at a high rate and holds
+	// little (batches of BatchSize events): collect garbage a quarter as
+	// often as by default while it runs (the profiles showed ~10 % of its
+	// CPU in the collector).
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	nc, err := eventstore.Connect(r.NATSURL, "vault-rebuild")
 	if err != nil {
 		return err

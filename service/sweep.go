@@ -69,7 +69,7 @@ func (p *Projector) Sweep(ctx context.Context, st *eventstore.Store, db *project
 	}
 	grace := p.SweepGrace
 	if grace == 0 {
-		grace = 15 * time.Minute
+		grace = 25 * time.Hour
 	}
 	now := time.Now
 	if p.Now != nil {
