@@ -140,6 +140,9 @@ func (v *Vault) GetCredential(ctx context.Context, owner events.Owner, serverID,
 	if err := v.Sync(ctx); err != nil {
 		return domain.Credential{}, err
 	}
+	if err := v.DB.View().Held(ctx, owner, serverID); err != nil {
+		return domain.Credential{}, err // the projector holds it: 503 aggregate_held
+	}
 	c, err := v.DB.View().GetCredential(ctx, owner, serverID, id)
 	if errors.Is(err, projections.ErrNotFound) {
 		return domain.Credential{}, domain.ErrCredentialNotFound
@@ -160,6 +163,9 @@ func (v *Vault) ListCredentials(ctx context.Context, owner events.Owner, serverI
 		more bool
 	)
 	err := v.DB.Snapshot(ctx, func(view projections.View) error {
+		if err := view.Held(ctx, owner, serverID); err != nil {
+			return err // the projector holds it: 503 aggregate_held
+		}
 		if _, _, err := view.GetServer(ctx, owner, serverID); err != nil {
 			if errors.Is(err, projections.ErrNotFound) {
 				return domain.ErrServerNotFound

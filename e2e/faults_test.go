@@ -150,14 +150,7 @@ func TestNATSOutage(t *testing.T) {
 }
 
 // lcModuleRoot is the directory of go.mod.
-func lcModuleRoot(tb testing.TB) string {
-	tb.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil || strings.TrimSpace(string(out)) == "" || strings.TrimSpace(string(out)) == os.DevNull {
-		tb.Fatalf("go env GOMOD: %q %v", out, err)
-	}
-	return filepath.Dir(strings.TrimSpace(string(out)))
-}
+func lcModuleRoot(tb testing.TB) string { return vaulttest.ModuleRoot(tb) }
 
 // lcStream is a synthetic event stream written straight to JetStream.
 type lcStream struct {

@@ -82,8 +82,8 @@ func (s *Store) destroySubject(ctx context.Context, subject string) error {
 	}
 }
 
-// StoredKey is one message of the keys stream.
-type StoredKey struct {
+// KeyVersion is one message of the keys stream.
+type KeyVersion struct {
 	Seq     uint64
 	Subject string
 	// Kind is "owner" or "dek"; ID the owner key id or the credential id.
@@ -104,7 +104,7 @@ func (s *Store) KeyCount(ctx context.Context) (uint64, error) {
 }
 
 // ForEachKey walks every message of the keys stream stored when it starts.
-func (s *Store) ForEachKey(ctx context.Context, fn func(StoredKey) error) error {
+func (s *Store) ForEachKey(ctx context.Context, fn func(KeyVersion) error) error {
 	info, err := s.keys.Info(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
@@ -135,7 +135,7 @@ func (s *Store) ForEachKey(ctx context.Context, fn func(StoredKey) error) error 
 		if err != nil {
 			return err
 		}
-		k := StoredKey{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data()}
+		k := KeyVersion{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data()}
 		k.Kind, k.ID, _ = strings.Cut(strings.TrimPrefix(k.Subject, prefix), ".")
 		cur, err := s.keyGet.last(ctx, k.Subject)
 		k.Current = err == nil && cur.Seq == k.Seq
@@ -151,7 +151,7 @@ func (s *Store) ForEachKey(ctx context.Context, fn func(StoredKey) error) error 
 // ReplaceKey stores a new version of the key at old (a re-wrap) if old is
 // still the key's current version, then destroys old with SecureDeleteMsg.
 // It returns ErrConflict when the key changed or was destroyed meanwhile.
-func (s *Store) ReplaceKey(ctx context.Context, old StoredKey, data []byte) error {
+func (s *Store) ReplaceKey(ctx context.Context, old KeyVersion, data []byte) error {
 	if err := s.publishKey(ctx, old.Subject, data, old.Seq); err != nil {
 		return err
 	}
@@ -173,15 +173,15 @@ func (s *Store) DestroyKeyVersion(ctx context.Context, seq uint64) error {
 
 // CurrentKey returns the current version of the key on subject; ok is false
 // when the key is gone (destroyed).
-func (s *Store) CurrentKey(ctx context.Context, subject string) (StoredKey, bool, error) {
+func (s *Store) CurrentKey(ctx context.Context, subject string) (KeyVersion, bool, error) {
 	m, err := s.keyGet.last(ctx, subject)
 	if errors.Is(err, ErrNotFound) {
-		return StoredKey{}, false, nil
+		return KeyVersion{}, false, nil
 	}
 	if err != nil {
-		return StoredKey{}, false, err
+		return KeyVersion{}, false, err
 	}
-	k := StoredKey{Seq: m.Seq, Subject: m.Subject, Data: m.Data, Current: true}
+	k := KeyVersion{Seq: m.Seq, Subject: m.Subject, Data: m.Data, Current: true}
 	k.Kind, k.ID, _ = strings.Cut(strings.TrimPrefix(k.Subject, "vaultkeys."+strings.ToLower(s.cfg.Stream)+"."), ".")
 	return k, true, nil
 }

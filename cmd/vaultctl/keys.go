@@ -105,7 +105,7 @@ func (c *cli) keysRotate(ctx context.Context, args []string) error {
 	res := rotation{KeysRewrapped: events.KeysRewrapped{MasterKID: kr.ActiveKID(), RetiredKIDs: []string{}}}
 	prog, done := c.progressBar("re-wrapping keys under " + kr.ActiveKID())
 	stillOld := 0
-	err = w.store.ForEachKey(ctx, func(k eventstore.StoredKey) error {
+	err = w.store.ForEachKey(ctx, func(k eventstore.KeyVersion) error {
 		res.Total++
 		if prog != nil {
 			prog(res.Total, max(total, res.Total))
@@ -198,7 +198,7 @@ func (c *cli) keysRotate(ctx context.Context, args []string) error {
 
 // rewrapDEK re-wraps a data key that a master key wraps directly (written
 // before owner keys), looking up what it is bound to in the read model.
-func rewrapDEK(ctx context.Context, c *cli, db **projections.DB, kr *seal.Keyring, k eventstore.StoredKey) ([]byte, bool, error) {
+func rewrapDEK(ctx context.Context, c *cli, db **projections.DB, kr *seal.Keyring, k eventstore.KeyVersion) ([]byte, bool, error) {
 	var wk seal.WrappedKey
 	if err := json.Unmarshal(k.Data, &wk); err != nil {
 		return nil, false, err
