@@ -59,6 +59,12 @@ var fastTypes = map[string]struct {
 	events.TypeCredentialRevoked: {events.CredentialRevoked{}.SchemaVersion(), decodeTyped[events.CredentialRevoked]},
 	events.TypeCredentialDeleted: {events.CredentialDeleted{}.SchemaVersion(), decodeTyped[events.CredentialDeleted]},
 	events.TypeCredentialUsed:    {events.CredentialUsed{}.SchemaVersion(), decodeTyped[events.CredentialUsed]},
+
+	events.TypeCredentialExpiringSoon: {events.CredentialExpiringSoon{}.SchemaVersion(), decodeTyped[events.CredentialExpiringSoon]},
+	events.TypeCredentialExpired:      {events.CredentialExpired{}.SchemaVersion(), decodeTyped[events.CredentialExpired]},
+	events.TypeOwnerErased:            {events.OwnerErased{}.SchemaVersion(), decodeTyped[events.OwnerErased]},
+	events.TypeKeysRewrapped:          {events.KeysRewrapped{}.SchemaVersion(), decodeTyped[events.KeysRewrapped]},
+	events.TypeAuditRejected:          {events.AuditRejected{}.SchemaVersion(), decodeTyped[events.AuditRejected]},
 }
 
 // fastDecode decodes b in one pass when it is an event at its type's current
