@@ -43,7 +43,7 @@ func (s *Store) Follow(ctx context.Context, start uint64, limit int, handle func
 		if err != nil {
 			return err
 		}
-		batch = append(batch, Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Pending: md.NumPending})
+		batch = append(batch, Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Header: m.Headers(), Data: m.Data(), Pending: md.NumPending})
 		if len(batch) < limit && md.NumPending > 0 {
 			continue
 		}

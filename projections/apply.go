@@ -34,6 +34,9 @@ type Msg struct {
 	Version int
 	// Owner is the envelope's owner key, when it is readable.
 	Owner string
+	// Header is the message's headers (the audit signature), kept with the
+	// message while its tree is held.
+	Header map[string][]string
 	// row is the row a create writes, mapped by Decode (off the apply path).
 	row []any
 }
@@ -102,6 +105,9 @@ type Applied struct {
 	Held []Hold
 	// Released lists the server trees this call released (Release only).
 	Released []string
+	// Rejections: this call applied an operator's rejection of an event
+	// (mcp.audit.rejected); Release may now release the tree it held.
+	Rejections bool
 }
 
 // Hold is a server tree the projector holds because this build cannot decode
@@ -197,6 +203,7 @@ func (d *DB) Apply(ctx context.Context, msgs []Msg) (Applied, error) {
 		return Applied{}, err
 	}
 	out.Shredded = a.shredded
+	out.Rejections = a.rejected
 	return out, nil
 }
 
@@ -235,7 +242,7 @@ const (
 var applyStatements = []string{selectLastSeq, insertServer, insertCred, bumpTree, setLastSeq, selectServer,
 	existsServer, selectCred, selectTreeCreds, deleteCreds, deleteServer, deleteCred, insertShred,
 	selectHeldTrees, insertHold, insertHeldEvent, selectHeldEvents, deleteHeldUpTo, updateHold, deleteHold,
-	upsertExpiryNotice, deleteOwnerCreds, deleteOwnerServers} // the last three: projections/custody.go
+	upsertExpiryNotice, deleteOwnerCreds, deleteOwnerServers, insertRejection, updateHeldHeader, selectRejection} // the last six: projections/custody.go
 
 // applier applies the messages of one transaction. The newest sequence per
 // server tree is written once per transaction, not once per event, and
@@ -248,6 +255,7 @@ type applier struct {
 	trees    map[string]uint64
 	servers  map[string]bool // known to exist (true) or not (false) in this transaction
 	shredded []string
+	rejected bool // an mcp.audit.rejected was applied (projections/custody.go)
 }
 
 func (d *DB) newApplier(ctx context.Context, tx *sql.Tx) *applier {
@@ -313,7 +321,10 @@ func (a *applier) heldTrees() (map[string]bool, error) {
 
 // keep stores a message of a held tree.
 func (a *applier) keep(tree string, m *Msg) error {
-	return a.exec(insertHeldEvent, m.Seq, tree, m.Subject, m.Data)
+	if err := a.exec(insertHeldEvent, m.Seq, tree, m.Subject, m.Data); err != nil {
+		return err
+	}
+	return a.keepHeader(m) // projections/custody.go
 }
 
 // finish writes the newest sequence of every tree touched.
@@ -431,7 +442,7 @@ func (a *applier) apply(r events.Record, row []any) error {
 		}
 		c = domain.ApplyCredential(c, r)
 		return a.exec(insertCred, credentialArgs(c)...)
-	case events.CredentialExpiringSoon, events.CredentialExpired, events.OwnerErased:
+	case events.CredentialExpiringSoon, events.CredentialExpired, events.OwnerErased, events.AuditRejected:
 		return a.applyCustody(r) // projections/custody.go
 	}
 	return nil

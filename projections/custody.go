@@ -3,8 +3,12 @@ package projections
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
+	"net/textproto"
 	"time"
+
+	"github.com/mcpvault/vault/audit"
 
 	"github.com/mcpvault/vault/events"
 )
@@ -85,6 +89,9 @@ const (
 	upsertExpiryNotice = "INSERT INTO credential_expiry (id, notice) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET notice = max(notice, excluded.notice)"
 	deleteOwnerCreds   = "DELETE FROM credentials WHERE owner = ?"
 	deleteOwnerServers = "DELETE FROM servers WHERE owner = ?"
+	insertRejection    = "INSERT OR IGNORE INTO audit_rejections (seq, body_sha256) VALUES (?, ?)"
+	updateHeldHeader   = "UPDATE held_events SET header = ? WHERE seq = ?"
+	selectRejection    = "SELECT body_sha256 FROM audit_rejections WHERE seq = ?"
 )
 
 // applyCustody applies the expiry and erasure events.
@@ -94,6 +101,12 @@ func (a *applier) applyCustody(r events.Record) error {
 		return a.exec(upsertExpiryNotice, r.AggregateID, 1)
 	case events.CredentialExpired:
 		return a.exec(upsertExpiryNotice, r.AggregateID, 2)
+	case events.AuditRejected:
+		// Recorded (signed: unsigned rejections were held by DecodeVerified);
+		// Release then skips the rejected event of a held tree.
+		e := r.Event.(events.AuditRejected)
+		a.rejected = true
+		return a.exec(insertRejection, e.Sequence, e.BodySHA256)
 	case events.OwnerErased:
 		// The erase deleted the owner's servers with their own events first;
 		// this also removes any the erase raced with.
@@ -103,4 +116,69 @@ func (a *applier) applyCustody(r events.Record) error {
 		return a.exec(deleteOwnerServers, r.Owner.Key())
 	}
 	return nil
+}
+
+// VerifyWith makes Release check the audit signature of every held event
+// before it applies it (the projector verifies live events while decoding,
+// see service.DecodeVerified): a held event that does not verify stays held
+// until an operator rejects its sequence.
+func (d *DB) VerifyWith(keys *audit.Keyring) { d.audit = keys }
+
+// keepHeader stores the headers of a kept message beside it.
+func (a *applier) keepHeader(m *Msg) error {
+	if len(m.Header) == 0 {
+		return nil
+	}
+	h, err := json.Marshal(m.Header)
+	if err != nil {
+		return err
+	}
+	return a.exec(updateHeldHeader, h, m.Seq)
+}
+
+// releaseCheck decides, on release, about a kept message that decodes: skip
+// it (true) when an operator rejected it (the same body), hold it (m.Err set)
+// when it does not verify, apply it otherwise.
+func (a *applier) releaseCheck(m *Msg) (bool, error) {
+	var want string
+	err := a.queryRow(selectRejection, m.Seq).Scan(&want)
+	switch {
+	case err == nil:
+		if want == audit.Hash(m.Data) {
+			return true, nil
+		}
+	case !errors.Is(err, sql.ErrNoRows):
+		return false, err
+	}
+	if a.d.audit == nil {
+		return false, nil
+	}
+	var raw []byte
+	if err := a.tx.QueryRowContext(a.ctx, "SELECT header FROM held_events WHERE seq = ?", m.Seq).Scan(&raw); err != nil {
+		return false, err
+	}
+	var h msgHeader
+	if len(raw) > 0 {
+		if err := json.Unmarshal(raw, &h); err != nil {
+			return false, err
+		}
+	}
+	if _, err := a.d.audit.VerifySignature(m.Subject, m.Data, h); err != nil {
+		m.Err = &audit.Break{Seq: m.Seq, Subject: m.Subject, Err: err}
+	}
+	return false, nil
+}
+
+// msgHeader reads stored NATS headers.
+type msgHeader map[string][]string
+
+// Get returns the first value of key.
+func (h msgHeader) Get(key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	if v := h[textproto.CanonicalMIMEHeaderKey(key)]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/mattn/go-sqlite3" // the SQLite driver
+
+	"github.com/mcpvault/vault/audit"
 )
 
 //go:embed migrations/*.sql
@@ -50,6 +52,9 @@ type DB struct {
 	// creates again at Close (an index built once is cheaper than one
 	// maintained row by row).
 	bulkIndexes []string
+
+	// audit verifies signatures of held events on release (projections/custody.go).
+	audit *audit.Keyring
 
 	mu    sync.Mutex
 	stmts map[string]*sql.Stmt // prepared statements of the writer

@@ -62,6 +62,17 @@ func (d *DB) release(ctx context.Context, tree string) (bool, []string, error) {
 	var stuck *Msg
 	for i := range kept {
 		m := Decode(kept[i].Seq, kept[i].Subject, kept[i].Data)
+		if m.Err == nil {
+			// Signature check and operator rejections (projections/custody.go).
+			skip, err := a.releaseCheck(&m)
+			if err != nil {
+				return false, nil, err
+			}
+			if skip {
+				applied = append(applied, m.Seq)
+				continue
+			}
+		}
 		if m.Err != nil {
 			stuck = &m
 			break

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mcpvault/vault/audit"
 	"github.com/mcpvault/vault/eventstore"
 	"github.com/mcpvault/vault/projections"
 )
@@ -56,6 +57,11 @@ type Projector struct {
 	DestroyFault func(credentialID string) error
 	// Now is the clock of the sweep (default time.Now).
 	Now func() time.Time
+	// AuditKeys, when set, verifies the signature of every event before it
+	// is applied (package audit): an event that does not verify holds its
+	// server tree like an event this build cannot decode, until an operator
+	// rejects it (vaultctl audit reject), which releases the tree.
+	AuditKeys *audit.Keyring
 
 	shredWake chan struct{}
 	announced atomic.Uint64
@@ -83,6 +89,7 @@ func (p *Projector) Run(ctx context.Context) error {
 	p.Log.Info("projector running", "read_model", p.ReadModelPath, "stream", p.Stream)
 	p.shredWake = make(chan struct{}, 1)
 	p.announce = make(chan struct{}, 1)
+	db.VerifyWith(p.AuditKeys)
 	// Events held by an older build are applied first, if this one knows them.
 	if rel, err := db.Release(ctx); err != nil {
 		p.Log.Error("applying held events failed; they stay held", "err", err)
@@ -153,7 +160,18 @@ func (p *Projector) pipeline(ctx context.Context, st *eventstore.Store, db *proj
 	if limit <= 0 {
 		limit = 1000
 	}
-	return applyStream(ctx, st, db, start, limit, func(applied projections.Applied) bool {
+	return applyStream(ctx, st, db, p.AuditKeys, start, limit, func(applied projections.Applied) bool {
+		if applied.Rejections {
+			// An operator rejected a held event: release what it held.
+			if rel, err := db.Release(ctx); err != nil {
+				p.Log.Error("releasing after a rejection failed; retried at the next one or at start", "err", err)
+			} else if len(rel.Released) > 0 {
+				p.Log.Info("released held server trees after a rejection", "servers", rel.Released)
+				if len(rel.Shredded) > 0 {
+					p.wakeShredder()
+				}
+			}
+		}
 		progressed()
 		p.published(applied.LastSeq)
 		for _, h := range applied.Held {
@@ -173,7 +191,7 @@ func (p *Projector) pipeline(ctx context.Context, st *eventstore.Store, db *proj
 // meanwhile into one transaction of at most limit events. after is called
 // after each commit; when it returns true applyStream returns nil. Otherwise
 // it returns the first error of either side.
-func applyStream(ctx context.Context, st *eventstore.Store, db *projections.DB, start uint64, limit int,
+func applyStream(ctx context.Context, st *eventstore.Store, db *projections.DB, keys *audit.Keyring, start uint64, limit int,
 	after func(projections.Applied) bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -182,7 +200,7 @@ func applyStream(ctx context.Context, st *eventstore.Store, db *projections.DB, 
 	go func() {
 		defer close(decoded)
 		fetchErr <- st.Follow(ctx, start, limit, func(msgs []eventstore.Msg) error {
-			out := Decode(msgs)
+			out := DecodeVerified(msgs, keys)
 			select {
 			case decoded <- out:
 				return nil
@@ -226,11 +244,24 @@ func applyStream(ctx context.Context, st *eventstore.Store, db *projections.DB, 
 // Decode decodes a batch of stream messages for projections.DB.Apply; a
 // large batch is decoded in two halves at once (decoding is the projector's
 // largest CPU cost, and it touches no shared state).
-func Decode(msgs []eventstore.Msg) []projections.Msg {
+func Decode(msgs []eventstore.Msg) []projections.Msg { return DecodeVerified(msgs, nil) }
+
+// DecodeVerified is Decode that also checks each message's audit signature
+// with keys (nil: no check): a message that does not verify gets the break as
+// its Err, so Apply holds its tree (projections.DB.Release releases it once
+// the sequence is rejected). Verifying here keeps the Ed25519 work off the
+// apply path, in the decoding goroutines.
+func DecodeVerified(msgs []eventstore.Msg, keys *audit.Keyring) []projections.Msg {
 	out := make([]projections.Msg, len(msgs))
 	decode := func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			out[i] = projections.Decode(msgs[i].Seq, msgs[i].Subject, msgs[i].Data)
+			out[i].Header = msgs[i].Header
+			if keys != nil && out[i].Err == nil {
+				if _, err := keys.VerifySignature(msgs[i].Subject, msgs[i].Data, msgs[i].Header); err != nil {
+					out[i].Err = &audit.Break{Seq: msgs[i].Seq, Subject: msgs[i].Subject, Err: err}
+				}
+			}
 		}
 	}
 	if len(msgs) < 256 {

@@ -12,6 +12,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
+	"github.com/mcpvault/vault/audit"
 	"github.com/mcpvault/vault/eventstore"
 	"github.com/mcpvault/vault/projections"
 )
@@ -29,6 +30,8 @@ type Rebuild struct {
 	Progress io.Writer
 	// BatchSize is the number of events per transaction (default 5000).
 	BatchSize int
+	// AuditKeys verifies every event's signature as the projector does.
+	AuditKeys *audit.Keyring
 }
 
 // Run rebuilds and swaps. It returns the number of events applied.
@@ -90,7 +93,7 @@ func (r *Rebuild) build(ctx context.Context, st *eventstore.Store, path string) 
 	start := time.Now()
 	var applied uint64
 	if total > 0 {
-		err = applyStream(ctx, st, db, 1, batch, func(a projections.Applied) bool {
+		err = applyStream(ctx, st, db, r.AuditKeys, 1, batch, func(a projections.Applied) bool {
 			prog(int64(a.LastSeq), false)
 			applied = a.LastSeq
 			return applied >= total
@@ -104,6 +107,14 @@ func (r *Rebuild) build(ctx context.Context, st *eventstore.Store, path string) 
 		}
 	}
 	prog(int64(applied), true)
+	if r.AuditKeys != nil {
+		// Rejections come after the events they reject: release once at the end.
+		db.VerifyWith(r.AuditKeys)
+		if _, err := db.Release(ctx); err != nil {
+			db.Close()
+			return 0, err
+		}
+	}
 	r.Log.Info("replayed", "events", applied, "seconds", time.Since(start).Seconds())
 	return applied, db.Close()
 }

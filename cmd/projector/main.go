@@ -29,13 +29,18 @@ func run(args []string) error {
 	log := cfg.Logger("projector")
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	keys, err := cfg.ProjectorAuditKeys()
+	if err != nil {
+		return err
+	}
 	if len(args) > 0 && args[0] == "rebuild" {
 		return (&service.Rebuild{NATSURL: cfg.NATSURL, Stream: cfg.Stream, Replicas: cfg.Replicas, ReadModelPath: cfg.ReadModelPath,
-			Log: log, Progress: os.Stderr}).Run(ctx)
+			Log: log, Progress: os.Stderr, AuditKeys: keys}).Run(ctx)
 	}
 	if len(args) > 0 {
 		return fmt.Errorf("unknown command %q (want no argument, or rebuild)", args[0])
 	}
 	p := &service.Projector{NATSURL: cfg.NATSURL, Stream: cfg.Stream, Replicas: cfg.Replicas, ReadModelPath: cfg.ReadModelPath, Log: log}
+	p.AuditKeys = keys
 	return p.Run(ctx)
 }

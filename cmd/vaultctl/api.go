@@ -233,6 +233,10 @@ func (c *cli) rebuild(ctx context.Context, args []string) error {
 		return usageError{"rebuild takes no arguments"}
 	}
 	log := c.cfg.Logger("vaultctl")
+	keys, err := c.cfg.ProjectorAuditKeys()
+	if err != nil {
+		return err
+	}
 	return (&service.Rebuild{NATSURL: c.cfg.RoleURL("projector"), Stream: c.cfg.Stream, Replicas: c.cfg.Replicas,
-		ReadModelPath: c.cfg.ReadModelPath, Log: log, Progress: c.stderr}).Run(ctx)
+		ReadModelPath: c.cfg.ReadModelPath, Log: log, Progress: c.stderr, AuditKeys: keys}).Run(ctx)
 }

@@ -49,6 +49,10 @@ type Options struct {
 	// StartAPI and returns the host:port the API dials instead (a
 	// faultnet proxy in between, for tests that lose the stream's answers).
 	APINATS func(natsAddr string) string
+	// VerifyAudit makes the projector verify every event's audit signature
+	// (as bin/projector does); off by default because many tests publish
+	// raw, unsigned events to the stream.
+	VerifyAudit bool
 }
 
 // Env is one running vault.
@@ -162,6 +166,9 @@ func (e *Env) Logger(process string) *slog.Logger {
 // StartProjector starts the projector process code.
 func (e *Env) StartProjector() {
 	p := &service.Projector{NATSURL: e.NATSURL(), Stream: e.Stream, ReadModelPath: e.ReadModel, Log: e.Logger("projector")}
+	if e.opts.VerifyAudit {
+		p.AuditKeys = e.AuditKeys
+	}
 	e.proj = start(p.Run)
 }
 

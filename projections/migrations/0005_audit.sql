@@ -6,3 +6,10 @@ CREATE TABLE credential_expiry (
     id     TEXT PRIMARY KEY,
     notice INTEGER NOT NULL
 );
+-- Tamper evidence: the headers (audit signature) of events kept while their tree is held, and the
+-- operators' rejections of events that do not verify (mcp.audit.rejected), which release a hold.
+ALTER TABLE held_events ADD COLUMN header BLOB;
+CREATE TABLE audit_rejections (
+    seq         INTEGER PRIMARY KEY,
+    body_sha256 TEXT NOT NULL
+);

@@ -53,6 +53,17 @@ func (c Config) AuditVerifyKeys() (*audit.Keyring, error) {
 	return audit.ParseKeyring(strings.TrimSpace(string(b)))
 }
 
+// ProjectorAuditKeys are the keys the projector verifies events with:
+// VAULT_AUDIT_PUBLIC_KEYS when set, else VAULT_AUDIT_KEYS, else the dev key
+// of the data dir (created once, as the API does: whichever starts first).
+func (c Config) ProjectorAuditKeys() (*audit.Keyring, error) {
+	if spec := os.Getenv("VAULT_AUDIT_PUBLIC_KEYS"); spec != "" {
+		return audit.ParsePublicKeys(spec)
+	}
+	kr, _, err := c.AuditKeys()
+	return kr, err
+}
+
 // Expiry reads VAULT_EXPIRY_LEAD (how long before expires_at
 // mcp.credential.expiring_soon is recorded, default 72h) and
 // VAULT_EXPIRY_INTERVAL (between scans, default 30s).

@@ -1,0 +1,125 @@
+package e2e
+
+// Tamper evidence in the projector (issue 13, point 2): an event on vault.>
+// that the audit keys did not sign — a raw publish by anyone who may publish
+// there — holds its server tree like an event this build cannot read; an
+// operator's signed rejection of that sequence releases the tree, without
+// the forged event, and a rebuild gives the same read model.
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/mcpvault/vault/audit"
+	"github.com/mcpvault/vault/events"
+	"github.com/mcpvault/vault/internal/vaulttest"
+)
+
+func TestProjectorHoldsUnsignedEvents(t *testing.T) {
+	env := vaulttest.MustStart(t, vaulttest.Options{VerifyAudit: true})
+	js := lcJS(t, env.NATSURL())
+	srv := env.MustCreateServer(t, "alice", nil)
+	cred := env.MustCreateCredential(t, "alice", srv, map[string]any{"bearer_token": "secret-token-123456"})["id"].(string)
+	other := env.MustCreateServer(t, "bob", nil)
+	owner := events.Owner{Account: "acct_a", User: "alice"}
+	getCred := func() vaulttest.Response {
+		return env.Do(t, vaulttest.Request{Method: "GET", Path: "/servers/" + srv + "/credentials/" + cred, User: "alice"})
+	}
+
+	forge := func(signer *audit.Keyring) uint64 {
+		body, err := events.Marshal(events.Meta{ID: ulid.Make().String(), AggregateID: cred, ServerID: srv, Owner: owner,
+			OccurredAt: events.NewTime(time.Now())}, events.CredentialRevoked{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		subject := events.CredentialSubject(srv, cred)
+		m := nats.NewMsg(subject)
+		m.Data = body
+		if signer != nil {
+			for k, v := range signer.Sign(subject, body, audit.FirstLink) {
+				m.Header.Set(k, v)
+			}
+		}
+		ack, err := js.PublishMsg(context.Background(), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ack.Sequence
+	}
+	reject := func(seq uint64) {
+		es, _ := js.Stream(context.Background(), env.Stream)
+		raw, err := es.GetMsg(context.Background(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := events.Marshal(events.Meta{ID: ulid.Make().String(), AggregateID: cred, ServerID: srv,
+			Owner: events.Owner{Account: "operator"}, OccurredAt: events.NewTime(time.Now())},
+			events.AuditRejected{Sequence: seq, Subject: raw.Subject, Problem: "not signed", BodySHA256: audit.Hash(raw.Data)})
+		subject := events.RejectionSubject(seq)
+		m := nats.NewMsg(subject)
+		m.Data = body
+		for k, v := range env.AuditKeys.Sign(subject, body, audit.Unchained) {
+			m.Header.Set(k, v)
+		}
+		if _, err := js.PublishMsg(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	held := func() bool {
+		r := getCred()
+		return r.Status == http.StatusServiceUnavailable && r.JSON(t)["error"].(map[string]any)["code"] == "aggregate_held"
+	}
+	served := func() bool {
+		r := getCred()
+		return r.Status == http.StatusOK && r.JSON(t)["revoked_at"] == nil
+	}
+
+	for _, tc := range []struct {
+		name   string
+		signer *audit.Keyring
+	}{
+		{"unsigned raw publish", nil},
+		{"signed by a key the vault does not hold", mustAuditKeys(t, audit.NewKeySpec("audit1"))},
+	} {
+		seq := forge(tc.signer)
+		vaulttest.Eventually(t, 10*time.Second, held)
+		// Other owners' servers are served as before.
+		if r := env.Do(t, vaulttest.Request{Method: "GET", Path: "/servers/" + other, User: "bob"}); r.Status != 200 {
+			t.Fatalf("%s: another server answers %d", tc.name, r.Status)
+		}
+		// A signed event of the held tree waits behind the forged one.
+		env.MustCreateCredential(t, "alice", srv, map[string]any{"bearer_token": "secret-token-789012"})
+		reject(seq)
+		vaulttest.Eventually(t, 10*time.Second, served)
+		// The signed create kept behind it was applied on release.
+		if r := env.Do(t, vaulttest.Request{Method: "GET", Path: "/servers/" + srv + "/credentials", User: "alice"}); len(r.JSON(t)["data"].([]any)) < 2 {
+			t.Fatalf("%s: the kept create was not applied: %s", tc.name, r.Body)
+		}
+	}
+	// Replay from scratch (rejections come after what they reject) gives the same read model.
+	lcWaitCaughtUp(t, env, env.ReadModel)
+	before := lcDump(t, env.ReadModel)
+	env.StopProjector()
+	for _, p := range []string{env.ReadModel, env.ReadModel + "-wal", env.ReadModel + "-shm"} {
+		os.Remove(p)
+	}
+	env.StartProjector()
+	lcWaitCaughtUp(t, env, env.ReadModel)
+	vaulttest.Eventually(t, 10*time.Second, served)
+	lcSameText(t, "read model after replay", before, lcDump(t, env.ReadModel))
+}
+
+func mustAuditKeys(t *testing.T, spec string) *audit.Keyring {
+	t.Helper()
+	k, err := audit.ParseKeyring(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
