@@ -2,18 +2,22 @@ package e2e
 
 // Tamper evidence in the projector (issue 13, point 2): an event on vault.>
 // that the audit keys did not sign — a raw publish by anyone who may publish
-// there — holds its server tree like an event this build cannot read; an
-// operator's signed rejection of that sequence releases the tree, without
-// the forged event, and a rebuild gives the same read model.
+// there — or whose chain link names another predecessor — a replayed or
+// reordered copy of a signed event — holds its server tree like an event this
+// build cannot read, also across restarts; an operator's signed rejection of
+// that sequence releases the tree, without the forged event, and a rebuild
+// gives the same read model.
 
 import (
 	"context"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
 	"github.com/mcpvault/vault/audit"
@@ -21,7 +25,7 @@ import (
 	"github.com/mcpvault/vault/internal/vaulttest"
 )
 
-func TestProjectorHoldsUnsignedEvents(t *testing.T) {
+func TestProjectorHoldsForgedEvents(t *testing.T) {
 	env := vaulttest.MustStart(t, vaulttest.Options{VerifyAudit: true})
 	js := lcJS(t, env.NATSURL())
 	srv := env.MustCreateServer(t, "alice", nil)
@@ -102,6 +106,53 @@ func TestProjectorHoldsUnsignedEvents(t *testing.T) {
 			t.Fatalf("%s: the kept create was not applied: %s", tc.name, r.Body)
 		}
 	}
+	// A replayed old event and a reordered copy are signed by the vault, but
+	// their chain links name another predecessor: held as well, also across
+	// a projector restart, until rejected.
+	es, _ := js.Stream(context.Background(), env.Stream)
+	copyOf := func(seq uint64) uint64 {
+		raw, err := es.GetMsg(context.Background(), seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(raw.Subject)
+		m.Data = raw.Data
+		for k := range raw.Header {
+			if !strings.HasPrefix(k, "Nats-") {
+				m.Header.Set(k, raw.Header.Get(k))
+			}
+		}
+		ack, err := js.PublishMsg(context.Background(), m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ack.Sequence
+	}
+	first, err := es.GetMsg(context.Background(), 1, jetstream.WithGetMsgSubject(events.CredentialSubject(srv, cred)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.Do(t, vaulttest.Request{Method: "POST", Path: "/servers/" + srv, User: "alice", Body: map[string]any{"name": "renamed"}})
+	update, err := es.GetLastMsgForSubject(context.Background(), events.ServerSubject(srv))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, seq := range map[string]uint64{"replayed creation": first.Sequence, "reordered update": update.Sequence} {
+		forged := copyOf(seq)
+		vaulttest.Eventually(t, 10*time.Second, func() bool {
+			r := env.Do(t, vaulttest.Request{Method: "GET", Path: "/servers/" + srv, User: "alice"})
+			return r.Status == http.StatusServiceUnavailable
+		})
+		env.StopProjector()
+		env.StartProjector()
+		time.Sleep(200 * time.Millisecond)
+		if r := env.Do(t, vaulttest.Request{Method: "GET", Path: "/servers/" + srv, User: "alice"}); r.Status != http.StatusServiceUnavailable {
+			t.Fatalf("%s: released by a restart: %d", name, r.Status)
+		}
+		reject(forged)
+		vaulttest.Eventually(t, 10*time.Second, served)
+	}
+
 	// Replay from scratch (rejections come after what they reject) gives the same read model.
 	lcWaitCaughtUp(t, env, env.ReadModel)
 	before := lcDump(t, env.ReadModel)

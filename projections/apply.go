@@ -167,6 +167,9 @@ func (d *DB) Apply(ctx context.Context, msgs []Msg) (Applied, error) {
 			break // commit what is contiguous; the caller resumes
 		}
 		tree := TreeOf(m.Subject)
+		if err := a.checkChain(m); err != nil { // projections/custody.go
+			return Applied{}, err
+		}
 		switch {
 		case held[tree]:
 			if err := a.keep(tree, m); err != nil {
@@ -179,6 +182,9 @@ func (d *DB) Apply(ctx context.Context, msgs []Msg) (Applied, error) {
 				return Applied{}, err
 			}
 			if err := a.keep(tree, m); err != nil {
+				return Applied{}, err
+			}
+			if err := a.noteBreak(m); err != nil { // projections/custody.go
 				return Applied{}, err
 			}
 			held[tree] = true
@@ -242,7 +248,8 @@ const (
 var applyStatements = []string{selectLastSeq, insertServer, insertCred, bumpTree, setLastSeq, selectServer,
 	existsServer, selectCred, selectTreeCreds, deleteCreds, deleteServer, deleteCred, insertShred,
 	selectHeldTrees, insertHold, insertHeldEvent, selectHeldEvents, deleteHeldUpTo, updateHold, deleteHold,
-	upsertExpiryNotice, deleteOwnerCreds, deleteOwnerServers, insertRejection, updateHeldHeader, selectRejection} // the last six: projections/custody.go
+	upsertExpiryNotice, deleteOwnerCreds, deleteOwnerServers, insertRejection, updateHeldHeader, selectRejection,
+	selectHead, upsertHead, insertBreak, selectBreak} // the last ten: projections/custody.go
 
 // applier applies the messages of one transaction. The newest sequence per
 // server tree is written once per transaction, not once per event, and
@@ -256,6 +263,7 @@ type applier struct {
 	servers  map[string]bool // known to exist (true) or not (false) in this transaction
 	shredded []string
 	rejected bool // an mcp.audit.rejected was applied (projections/custody.go)
+	heads    map[string]string
 }
 
 func (d *DB) newApplier(ctx context.Context, tx *sql.Tx) *applier {
@@ -329,6 +337,9 @@ func (a *applier) keep(tree string, m *Msg) error {
 
 // finish writes the newest sequence of every tree touched.
 func (a *applier) finish() error {
+	if err := a.finishHeads(); err != nil { // projections/custody.go
+		return err
+	}
 	for id, seq := range a.trees {
 		if err := a.exec(bumpTree, seq, id); err != nil {
 			return err

@@ -92,6 +92,10 @@ const (
 	insertRejection    = "INSERT OR IGNORE INTO audit_rejections (seq, body_sha256) VALUES (?, ?)"
 	updateHeldHeader   = "UPDATE held_events SET header = ? WHERE seq = ?"
 	selectRejection    = "SELECT body_sha256 FROM audit_rejections WHERE seq = ?"
+	selectHead         = "SELECT head FROM audit_heads WHERE subject = ?"
+	insertBreak        = "INSERT OR IGNORE INTO audit_breaks (seq, problem) VALUES (?, ?)"
+	selectBreak        = "SELECT problem FROM audit_breaks WHERE seq = ?"
+	upsertHead         = "INSERT INTO audit_heads (subject, head) VALUES (?, ?) ON CONFLICT(subject) DO UPDATE SET head = excluded.head"
 )
 
 // applyCustody applies the expiry and erasure events.
@@ -124,6 +128,65 @@ func (a *applier) applyCustody(r events.Record) error {
 // until an operator rejects its sequence.
 func (d *DB) VerifyWith(keys *audit.Keyring) { d.audit = keys }
 
+// checkChain verifies, when the DB verifies, the chain link of a signed
+// state-changing message against the head of its subject (the message
+// before it there, whatever its validity); a link that does not match — a
+// replayed or reordered copy — becomes the message's Err, so Apply holds its
+// tree. Every message then becomes its subject's head. Messages without a
+// signature were already held (or are legacy) and are not checked here.
+func (a *applier) checkChain(m *Msg) error {
+	if a.d.audit == nil {
+		return nil
+	}
+	if a.heads == nil {
+		a.heads = map[string]string{}
+	}
+	prev, ok := a.heads[m.Subject]
+	if !ok {
+		err := a.queryRow(selectHead, m.Subject).Scan(&prev)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+	}
+	a.heads[m.Subject] = audit.Head(m.Seq, m.Data)
+	h := msgHeader(m.Header)
+	if m.Err != nil || h.Get(audit.HeaderSig) == "" || !audit.Chained(m.Type) {
+		return nil
+	}
+	want := audit.First
+	if prev != "" {
+		want = prev
+	}
+	if got := h.Get(audit.HeaderChain); got != want {
+		err := audit.ErrChain
+		if got == "" {
+			err = audit.ErrUnchained
+		}
+		m.Err = &audit.Break{Seq: m.Seq, Subject: m.Subject, Err: err}
+	}
+	return nil
+}
+
+// noteBreak remembers that a held message did not verify, so that Release
+// never applies it unless an operator rejects it.
+func (a *applier) noteBreak(m *Msg) error {
+	var b *audit.Break
+	if !errors.As(m.Err, &b) {
+		return nil
+	}
+	return a.exec(insertBreak, m.Seq, b.Err.Error())
+}
+
+// finishHeads writes the chain heads moved in this transaction.
+func (a *applier) finishHeads() error {
+	for subject, head := range a.heads {
+		if err := a.exec(upsertHead, subject, head); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // keepHeader stores the headers of a kept message beside it.
 func (a *applier) keepHeader(m *Msg) error {
 	if len(m.Header) == 0 {
@@ -147,6 +210,14 @@ func (a *applier) releaseCheck(m *Msg) (bool, error) {
 		if want == audit.Hash(m.Data) {
 			return true, nil
 		}
+	case !errors.Is(err, sql.ErrNoRows):
+		return false, err
+	}
+	var problem string
+	switch err := a.queryRow(selectBreak, m.Seq).Scan(&problem); {
+	case err == nil:
+		m.Err = &audit.Break{Seq: m.Seq, Subject: m.Subject, Err: errors.New(problem)}
+		return false, nil
 	case !errors.Is(err, sql.ErrNoRows):
 		return false, err
 	}

@@ -62,6 +62,9 @@ type Projector struct {
 	// server tree like an event this build cannot decode, until an operator
 	// rejects it (vaultctl audit reject), which releases the tree.
 	AuditKeys *audit.Keyring
+	// UnsignedUntil accepts unsigned events up to this sequence: a stream
+	// written before events were signed (VAULT_AUDIT_UNSIGNED_UNTIL).
+	UnsignedUntil uint64
 
 	shredWake chan struct{}
 	announced atomic.Uint64
@@ -160,7 +163,7 @@ func (p *Projector) pipeline(ctx context.Context, st *eventstore.Store, db *proj
 	if limit <= 0 {
 		limit = 1000
 	}
-	return applyStream(ctx, st, db, p.AuditKeys, start, limit, func(applied projections.Applied) bool {
+	return applyStream(ctx, st, db, p.AuditKeys, p.UnsignedUntil, start, limit, func(applied projections.Applied) bool {
 		if applied.Rejections {
 			// An operator rejected a held event: release what it held.
 			if rel, err := db.Release(ctx); err != nil {
@@ -191,7 +194,7 @@ func (p *Projector) pipeline(ctx context.Context, st *eventstore.Store, db *proj
 // meanwhile into one transaction of at most limit events. after is called
 // after each commit; when it returns true applyStream returns nil. Otherwise
 // it returns the first error of either side.
-func applyStream(ctx context.Context, st *eventstore.Store, db *projections.DB, keys *audit.Keyring, start uint64, limit int,
+func applyStream(ctx context.Context, st *eventstore.Store, db *projections.DB, keys *audit.Keyring, unsignedUntil, start uint64, limit int,
 	after func(projections.Applied) bool) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -200,7 +203,7 @@ func applyStream(ctx context.Context, st *eventstore.Store, db *projections.DB, 
 	go func() {
 		defer close(decoded)
 		fetchErr <- st.Follow(ctx, start, limit, func(msgs []eventstore.Msg) error {
-			out := DecodeVerified(msgs, keys)
+			out := DecodeVerified(msgs, keys, unsignedUntil)
 			select {
 			case decoded <- out:
 				return nil
@@ -244,20 +247,22 @@ func applyStream(ctx context.Context, st *eventstore.Store, db *projections.DB, 
 // Decode decodes a batch of stream messages for projections.DB.Apply; a
 // large batch is decoded in two halves at once (decoding is the projector's
 // largest CPU cost, and it touches no shared state).
-func Decode(msgs []eventstore.Msg) []projections.Msg { return DecodeVerified(msgs, nil) }
+func Decode(msgs []eventstore.Msg) []projections.Msg { return DecodeVerified(msgs, nil, 0) }
 
 // DecodeVerified is Decode that also checks each message's audit signature
 // with keys (nil: no check): a message that does not verify gets the break as
 // its Err, so Apply holds its tree (projections.DB.Release releases it once
 // the sequence is rejected). Verifying here keeps the Ed25519 work off the
 // apply path, in the decoding goroutines.
-func DecodeVerified(msgs []eventstore.Msg, keys *audit.Keyring) []projections.Msg {
+// Unsigned messages up to unsignedUntil (a legacy stream) are not checked.
+func DecodeVerified(msgs []eventstore.Msg, keys *audit.Keyring, unsignedUntil uint64) []projections.Msg {
 	out := make([]projections.Msg, len(msgs))
 	decode := func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			out[i] = projections.Decode(msgs[i].Seq, msgs[i].Subject, msgs[i].Data)
 			out[i].Header = msgs[i].Header
-			if keys != nil && out[i].Err == nil {
+			legacy := msgs[i].Seq <= unsignedUntil && msgs[i].Header.Get(audit.HeaderSig) == ""
+			if keys != nil && out[i].Err == nil && !legacy {
 				if _, err := keys.VerifySignature(msgs[i].Subject, msgs[i].Data, msgs[i].Header); err != nil {
 					out[i].Err = &audit.Break{Seq: msgs[i].Seq, Subject: msgs[i].Subject, Err: err}
 				}

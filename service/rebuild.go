@@ -30,8 +30,10 @@ type Rebuild struct {
 	Progress io.Writer
 	// BatchSize is the number of events per transaction (default 5000).
 	BatchSize int
-	// AuditKeys verifies every event's signature as the projector does.
-	AuditKeys *audit.Keyring
+	// AuditKeys verifies every event's signature as the projector does,
+	// except unsigned ones up to UnsignedUntil.
+	AuditKeys     *audit.Keyring
+	UnsignedUntil uint64
 }
 
 // Run rebuilds and swaps. It returns the number of events applied.
@@ -93,7 +95,7 @@ func (r *Rebuild) build(ctx context.Context, st *eventstore.Store, path string) 
 	start := time.Now()
 	var applied uint64
 	if total > 0 {
-		err = applyStream(ctx, st, db, r.AuditKeys, 1, batch, func(a projections.Applied) bool {
+		err = applyStream(ctx, st, db, r.AuditKeys, r.UnsignedUntil, 1, batch, func(a projections.Applied) bool {
 			prog(int64(a.LastSeq), false)
 			applied = a.LastSeq
 			return applied >= total

@@ -33,14 +33,18 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
+	unsignedUntil, err := cfg.UnsignedUntil()
+	if err != nil {
+		return err
+	}
 	if len(args) > 0 && args[0] == "rebuild" {
 		return (&service.Rebuild{NATSURL: cfg.NATSURL, Stream: cfg.Stream, Replicas: cfg.Replicas, ReadModelPath: cfg.ReadModelPath,
-			Log: log, Progress: os.Stderr, AuditKeys: keys}).Run(ctx)
+			Log: log, Progress: os.Stderr, AuditKeys: keys, UnsignedUntil: unsignedUntil}).Run(ctx)
 	}
 	if len(args) > 0 {
 		return fmt.Errorf("unknown command %q (want no argument, or rebuild)", args[0])
 	}
 	p := &service.Projector{NATSURL: cfg.NATSURL, Stream: cfg.Stream, Replicas: cfg.Replicas, ReadModelPath: cfg.ReadModelPath, Log: log}
-	p.AuditKeys = keys
+	p.AuditKeys, p.UnsignedUntil = keys, unsignedUntil
 	return p.Run(ctx)
 }

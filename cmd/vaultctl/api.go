@@ -237,6 +237,10 @@ func (c *cli) rebuild(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	unsignedUntil, err := c.cfg.UnsignedUntil()
+	if err != nil {
+		return err
+	}
 	return (&service.Rebuild{NATSURL: c.cfg.RoleURL("projector"), Stream: c.cfg.Stream, Replicas: c.cfg.Replicas,
-		ReadModelPath: c.cfg.ReadModelPath, Log: log, Progress: c.stderr, AuditKeys: keys}).Run(ctx)
+		ReadModelPath: c.cfg.ReadModelPath, Log: log, Progress: c.stderr, AuditKeys: keys, UnsignedUntil: unsignedUntil}).Run(ctx)
 }

@@ -328,7 +328,11 @@ func (c *cli) progressBar(desc string) (func(n, total uint64), func()) {
 
 func (c *cli) auditVerify(ctx context.Context, args []string) error {
 	fs := newFlags("audit verify")
-	unsigned := fs.Uint64("unsigned-until", 0, "")
+	def, err := c.cfg.UnsignedUntil()
+	if err != nil {
+		return err
+	}
+	unsigned := fs.Uint64("unsigned-until", def, "")
 	all := fs.Bool("all", false, "")
 	if err := parse(fs, args); err != nil {
 		return err

@@ -13,3 +13,13 @@ CREATE TABLE audit_rejections (
     seq         INTEGER PRIMARY KEY,
     body_sha256 TEXT NOT NULL
 );
+-- The chain head of each subject (audit.Head of its last message), for verifying chain links.
+CREATE TABLE audit_heads (
+    subject TEXT PRIMARY KEY,
+    head    TEXT NOT NULL
+);
+-- Events held because their signature or chain link did not verify: never applied unless rejected.
+CREATE TABLE audit_breaks (
+    seq     INTEGER PRIMARY KEY,
+    problem TEXT NOT NULL
+);

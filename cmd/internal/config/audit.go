@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -62,6 +63,18 @@ func (c Config) ProjectorAuditKeys() (*audit.Keyring, error) {
 	}
 	kr, _, err := c.AuditKeys()
 	return kr, err
+}
+
+// UnsignedUntil reads VAULT_AUDIT_UNSIGNED_UNTIL: the last sequence of a
+// stream written before events were signed (default 0: every event must be
+// signed). The projector and vaultctl audit verify accept unsigned events up
+// to it.
+func (c Config) UnsignedUntil() (uint64, error) {
+	n, err := strconv.ParseUint(env("VAULT_AUDIT_UNSIGNED_UNTIL", "0"), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("VAULT_AUDIT_UNSIGNED_UNTIL: want a stream sequence")
+	}
+	return n, nil
 }
 
 // Expiry reads VAULT_EXPIRY_LEAD (how long before expires_at
