@@ -303,7 +303,9 @@ func TestProjectorKilledMidBatch(t *testing.T) {
 	run := func() *exec.Cmd {
 		cmd := exec.Command(bin)
 		cmd.Env = append(os.Environ(), "VAULT_NATS_URL="+url, "VAULT_STREAM=VAULT", "VAULT_READMODEL_PATH="+path,
-			"VAULT_DATA_DIR="+dir, "VAULT_LOG_LEVEL=info")
+			"VAULT_DATA_DIR="+dir, "VAULT_LOG_LEVEL=info",
+			// The synthetic stream is written straight to JetStream, unsigned.
+			"VAULT_AUDIT_UNSIGNED_UNTIL=18446744073709551615")
 		cmd.Stdout, cmd.Stderr = &stderr, &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
