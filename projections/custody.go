@@ -5,10 +5,12 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/textproto"
 	"time"
 
 	"github.com/mcpvault/vault/audit"
+	"github.com/mcpvault/vault/domain"
 
 	"github.com/mcpvault/vault/events"
 )
@@ -252,4 +254,18 @@ func (h msgHeader) Get(key string) string {
 		return v[0]
 	}
 	return ""
+}
+
+// heldForBreak is the answer for a tree held at an event that did not verify
+// (nil when the hold has another reason).
+func heldForBreak(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, serverID string, seq uint64) error {
+	var problem string
+	if q.QueryRowContext(ctx, "SELECT problem FROM audit_breaks WHERE seq = ?", seq).Scan(&problem) != nil {
+		return nil
+	}
+	return &domain.Error{Kind: domain.KindUnavailable, Code: "aggregate_held", Message: fmt.Sprintf(
+		"This MCP server is held at stream sequence %d: that event does not verify (%s). "+
+			"It is served again once an operator has reviewed it (vaultctl audit verify, vaultctl audit reject).", seq, problem)}
 }

@@ -143,6 +143,9 @@ func (v View) Held(ctx context.Context, owner events.Owner, serverID string) err
 	if err != nil {
 		return err
 	}
+	if e := heldForBreak(ctx, v.q, serverID, seq); e != nil { // projections/custody.go
+		return e
+	}
 	return HeldError(serverID, typ, version, seq)
 }
 
