@@ -178,7 +178,7 @@ func (p *Projector) pipeline(ctx context.Context, st *eventstore.Store, db *proj
 		progressed()
 		p.published(applied.LastSeq)
 		for _, h := range applied.Held {
-			p.Log.Error("holding server: this build cannot apply its event; the server answers 503 until the projector is upgraded",
+			p.Log.Error("holding server: this build cannot apply its event, or it does not verify (see reason); the server answers 503 until the projector is upgraded or the event rejected",
 				"server_id", h.ServerID, "seq", h.Seq, "event_type", h.EventType, "event_version", h.Version, "reason", h.Reason)
 		}
 		if len(applied.Shredded) > 0 {
