@@ -3,9 +3,11 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/mcpvault/vault/audit"
+	"github.com/mcpvault/vault/domain"
 	"github.com/mcpvault/vault/events"
 	"github.com/mcpvault/vault/eventstore"
 )
@@ -84,4 +86,104 @@ func (v *Vault) signed(subject string, seq uint64, body []byte) {
 	if v.Audit != nil {
 		v.links.get().put(subject, linkEntry{seq: seq, link: audit.After(seq, body)})
 	}
+}
+
+// trust is how the command side checks what it loads.
+type trust struct {
+	keys          *audit.Keyring
+	unsignedUntil uint64
+}
+
+func (v *Vault) trust() trust { return trust{keys: v.Audit, unsignedUntil: v.UnsignedUntil} }
+
+// trusted checks the signatures of the messages a loader fetched. A message
+// that does not verify holds the aggregate (503 aggregate_held naming it)
+// until an operator rejects its sequence; a rejected message is left out: a
+// rejected last message is replaced by the newest acceptable one before it
+// (a walk of the subject, for this rare case), a rejected use by none.
+func trusted(ctx context.Context, st *eventstore.Store, tr trust, subject string, first, last eventstore.Msg, more []eventstore.Msg) (eventstore.Msg, eventstore.Msg, []eventstore.Msg, error) {
+	kr := tr.keys
+	if kr == nil {
+		return first, last, more, nil
+	}
+	ok := func(m eventstore.Msg) (bool, error) { // false: rejected
+		if m.Seq == 0 || (m.Seq <= tr.unsignedUntil && m.Header.Get(audit.HeaderSig) == "") {
+			return true, nil
+		}
+		if _, err := kr.VerifySignature(m.Subject, m.Data, m.Header); err == nil {
+			return true, nil
+		} else if rejected(ctx, st, kr, m) {
+			return false, nil
+		} else {
+			return false, brokenError(m, err)
+		}
+	}
+	for i := range more {
+		keep, err := ok(more[i])
+		if err != nil {
+			return first, last, more, err
+		}
+		if !keep {
+			more[i] = eventstore.Msg{}
+		}
+	}
+	keepFirst, err := ok(first)
+	if err != nil {
+		return first, last, more, err
+	}
+	keepLast, err := ok(last)
+	if err != nil {
+		return first, last, more, err
+	}
+	if keepFirst && keepLast {
+		return first, last, more, nil
+	}
+	// Walk the subject and keep what verifies or was not rejected.
+	var kept []eventstore.Msg
+	for m := first; m.Seq != 0; {
+		k, err := ok(m)
+		if err != nil {
+			return first, last, more, err
+		}
+		if k {
+			kept = append(kept, m)
+		}
+		next, err := st.Next(ctx, subject, m.Seq+1)
+		if errors.Is(err, eventstore.ErrNotFound) {
+			break
+		}
+		if err != nil {
+			return first, last, more, ErrUnavailable
+		}
+		m = next
+	}
+	if len(kept) == 0 {
+		return eventstore.Msg{}, eventstore.Msg{}, more, nil
+	}
+	return kept[0], kept[len(kept)-1], more, nil
+}
+
+// rejected reports whether an operator's signed rejection names m.
+func rejected(ctx context.Context, st *eventstore.Store, kr *audit.Keyring, m eventstore.Msg) bool {
+	r, err := st.Last(ctx, events.RejectionSubject(m.Seq))
+	if err != nil {
+		return false
+	}
+	if _, err := kr.VerifySignature(r.Subject, r.Data, r.Header); err != nil {
+		return false
+	}
+	rec, err := events.Unmarshal(r.Data)
+	if err != nil {
+		return false
+	}
+	e, isRejection := rec.Event.(events.AuditRejected)
+	return isRejection && e.Sequence == m.Seq && e.BodySHA256 == audit.Hash(m.Data)
+}
+
+// brokenError answers a write to an aggregate holding an event that does
+// not verify.
+func brokenError(m eventstore.Msg, err error) error {
+	return &domain.Error{Kind: domain.KindUnavailable, Code: "aggregate_held",
+		Message: fmt.Sprintf("This resource's history holds an event at sequence %d that does not verify (%v); "+
+			"it is served again once an operator has reviewed it (vaultctl audit verify, vaultctl audit reject).", m.Seq, err)}
 }

@@ -55,7 +55,7 @@ func decode(m eventstore.Msg) (events.Record, error) {
 
 // loadMsgs fetches, concurrently, the first and last message of subject and
 // the last message of each extra subject. A missing message is the zero Msg.
-func loadMsgs(ctx context.Context, st *eventstore.Store, subject string, extra ...string) (first, last eventstore.Msg, more []eventstore.Msg, err error) {
+func loadMsgs(ctx context.Context, st *eventstore.Store, tr trust, subject string, extra ...string) (first, last eventstore.Msg, more []eventstore.Msg, err error) {
 	more = make([]eventstore.Msg, len(extra))
 	var wg sync.WaitGroup
 	errs := make([]error, 2+len(extra))
@@ -77,13 +77,13 @@ func loadMsgs(ctx context.Context, st *eventstore.Store, subject string, extra .
 	if err := errors.Join(errs...); err != nil {
 		return first, last, more, ErrUnavailable
 	}
-	return first, last, more, nil
+	return trusted(ctx, st, tr, subject, first, last, more) // app/sign.go
 }
 
 // loadServer reads a server's state from the stream. A server that never
 // existed is the zero Server.
-func loadServer(ctx context.Context, st *eventstore.Store, id string) (domain.Server, error) {
-	first, last, _, err := loadMsgs(ctx, st, events.ServerSubject(id))
+func loadServer(ctx context.Context, st *eventstore.Store, tr trust, id string) (domain.Server, error) {
+	first, last, _, err := loadMsgs(ctx, st, tr, events.ServerSubject(id))
 	if err != nil || first.Seq == 0 {
 		return domain.Server{}, err
 	}
@@ -100,9 +100,9 @@ func loadServer(ctx context.Context, st *eventstore.Store, id string) (domain.Se
 }
 
 // loadCredential reads a credential's state from the stream.
-func loadCredential(ctx context.Context, st *eventstore.Store, serverID, id string) (domain.Credential, error) {
+func loadCredential(ctx context.Context, st *eventstore.Store, tr trust, serverID, id string) (domain.Credential, error) {
 	subject := events.CredentialSubject(serverID, id)
-	first, last, more, err := loadMsgs(ctx, st, subject, events.UseSubject(serverID, id))
+	first, last, more, err := loadMsgs(ctx, st, tr, subject, events.UseSubject(serverID, id))
 	if err != nil || first.Seq == 0 {
 		return domain.Credential{}, err
 	}
@@ -221,7 +221,7 @@ func (v *Vault) server(ctx context.Context, st *eventstore.Store, id string, fre
 			return s, nil
 		}
 	}
-	s, err := loadServer(ctx, st, id)
+	s, err := loadServer(ctx, st, v.trust(), id)
 	if err != nil {
 		return domain.Server{}, err
 	}
@@ -239,7 +239,7 @@ func (v *Vault) credential(ctx context.Context, st *eventstore.Store, serverID, 
 			return c, nil
 		}
 	}
-	c, err := loadCredential(ctx, st, serverID, id)
+	c, err := loadCredential(ctx, st, v.trust(), serverID, id)
 	if err != nil {
 		return domain.Credential{}, err
 	}

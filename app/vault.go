@@ -48,6 +48,9 @@ type Vault struct {
 	// Audit signs every appended event and links state changes into their
 	// aggregate's chain (package audit); nil appends unsigned events.
 	Audit *audit.Keyring
+	// UnsignedUntil accepts unsigned events up to this sequence when loading
+	// (a stream written before events were signed).
+	UnsignedUntil uint64
 
 	// SyncTimeout bounds how long a read waits for the read model (default 5 s).
 	SyncTimeout time.Duration

@@ -6,7 +6,8 @@ package e2e
 // reordered copy of a signed event — holds its server tree like an event this
 // build cannot read, also across restarts; an operator's signed rejection of
 // that sequence releases the tree, without the forged event, and a rebuild
-// gives the same read model.
+// gives the same read model. The API's command side refuses writes on an
+// aggregate whose loaded events do not verify until they are rejected.
 
 import (
 	"context"
@@ -97,6 +98,11 @@ func TestProjectorHoldsForgedEvents(t *testing.T) {
 	} {
 		seq := forge(tc.signer)
 		vaulttest.Eventually(t, 10*time.Second, held)
+		// The API's command side refuses to decide on it either.
+		revoke := env.Do(t, vaulttest.Request{Method: "POST", Path: "/servers/" + srv + "/credentials/" + cred + "/revoke", User: "alice"})
+		if revoke.Status != http.StatusServiceUnavailable || !strings.Contains(string(revoke.Body), "does not verify") {
+			t.Fatalf("%s: a write on the forged aggregate: %d %s", tc.name, revoke.Status, revoke.Body)
+		}
 		// Other owners' servers are served as before.
 		if r := env.Do(t, vaulttest.Request{Method: "GET", Path: "/servers/" + other, User: "bob"}); r.Status != 200 {
 			t.Fatalf("%s: another server answers %d", tc.name, r.Status)
@@ -168,6 +174,10 @@ func TestProjectorHoldsForgedEvents(t *testing.T) {
 	lcWaitCaughtUp(t, env, env.ReadModel)
 	vaulttest.Eventually(t, 10*time.Second, served)
 	lcSameText(t, "read model after replay", before, lcDump(t, env.ReadModel))
+	// Every forgery rejected: writes are decided on the genuine history again.
+	if r := env.Do(t, vaulttest.Request{Method: "POST", Path: "/servers/" + srv + "/credentials/" + cred + "/revoke", User: "alice"}); r.Status != http.StatusOK {
+		t.Fatalf("revoke after the rejections: %d %s", r.Status, r.Body)
+	}
 }
 
 func mustAuditKeys(t *testing.T, spec string) *audit.Keyring {

@@ -33,6 +33,7 @@ type API struct {
 	Keys          []httpapi.APIKey
 	MasterKeys    *seal.Keyring
 	AuditKeys     *audit.Keyring // signs every event (VAULT_AUDIT_KEYS); nil: unsigned
+	UnsignedUntil uint64         // VAULT_AUDIT_UNSIGNED_UNTIL
 	AllowPrivate  bool
 	RateLimit     float64
 	// GroupCommit commits concurrent writes together as JetStream atomic
@@ -64,7 +65,7 @@ func (a *API) Run(ctx context.Context) error {
 	if tester == nil {
 		tester = newUpstreamTester(a.AllowPrivate)
 	}
-	v := &app.Vault{DB: db, Keys: a.MasterKeys, Log: a.Log, Now: a.Now, Tester: tester, Audit: a.AuditKeys}
+	v := &app.Vault{DB: db, Keys: a.MasterKeys, Log: a.Log, Now: a.Now, Tester: tester, Audit: a.AuditKeys, UnsignedUntil: a.UnsignedUntil}
 	defer func() { // stops the group committers; runs before nc.Close
 		if st := v.Store(); st != nil {
 			st.Close()

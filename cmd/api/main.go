@@ -62,6 +62,9 @@ func run() error {
 		Keys: keys, MasterKeys: kr, AllowPrivate: cfg.AllowPrivate, RateLimit: cfg.RateLimit, GroupCommit: cfg.GroupCommit, Log: log,
 	}
 	api.AuditKeys = akr
+	if api.UnsignedUntil, err = cfg.UnsignedUntil(); err != nil {
+		return err
+	}
 	api.Expiry = service.Expiry{Lead: lead, Interval: interval, Holder: fmt.Sprintf("%s/%d", host, os.Getpid())}
 	return api.Run(ctx)
 }

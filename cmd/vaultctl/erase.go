@@ -36,7 +36,11 @@ func (c *cli) erase(ctx context.Context, args []string) error {
 		return err
 	}
 	defer db.Close()
-	v := &app.Vault{DB: db, Keys: kr, Audit: w.sign, Log: c.cfg.Logger("vaultctl")}
+	unsignedUntil, err := c.cfg.UnsignedUntil()
+	if err != nil {
+		return err
+	}
+	v := &app.Vault{DB: db, Keys: kr, Audit: w.sign, UnsignedUntil: unsignedUntil, Log: c.cfg.Logger("vaultctl")}
 	v.SetStore(w.store)
 	owner := events.Owner{Account: *account, User: *user}
 	e, err := v.EraseOwner(ctx, owner)

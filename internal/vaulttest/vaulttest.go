@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"path/filepath"
@@ -49,9 +50,10 @@ type Options struct {
 	// StartAPI and returns the host:port the API dials instead (a
 	// faultnet proxy in between, for tests that lose the stream's answers).
 	APINATS func(natsAddr string) string
-	// VerifyAudit makes the projector verify every event's audit signature
-	// (as bin/projector does); off by default because many tests publish
-	// raw, unsigned events to the stream.
+	// VerifyAudit makes the projector and the API's loader verify every
+	// event's audit signature (as bin/projector and bin/api do); off by
+	// default because many tests publish raw, unsigned events to the stream
+	// (the API still signs what it appends).
 	VerifyAudit bool
 }
 
@@ -208,7 +210,7 @@ func (e *Env) StartAPI() {
 	}
 	a := &service.API{Listener: ln, NATSURL: natsURL, Stream: e.Stream, ReadModelPath: e.ReadModel,
 		Keys:       []httpapi.APIKey{{Account: "acct_a", Key: KeyA}, {Account: "acct_b", Key: KeyB}},
-		MasterKeys: e.Keyring, AuditKeys: e.AuditKeys, AllowPrivate: e.opts.AllowPrivate, RateLimit: e.opts.RateLimit,
+		MasterKeys: e.Keyring, AuditKeys: e.AuditKeys, UnsignedUntil: e.unsignedUntil(), AllowPrivate: e.opts.AllowPrivate, RateLimit: e.opts.RateLimit,
 		GroupCommit: e.opts.GroupCommit,
 		Log:         e.Logger("api"), Tester: e.opts.Tester, Now: e.opts.Now}
 	e.api = start(a.Run)
@@ -418,4 +420,13 @@ func (e *Env) MustCreateCredential(tb testing.TB, user, serverID string, body ma
 		tb.Fatalf("create credential: %d %s", r.Status, r.Body)
 	}
 	return r.JSON(tb)
+}
+
+// unsignedUntil is what the API accepts unsigned: everything unless the
+// test verifies.
+func (e *Env) unsignedUntil() uint64 {
+	if e.opts.VerifyAudit {
+		return 0
+	}
+	return math.MaxUint64
 }
