@@ -36,7 +36,7 @@ func vaultEnv(t *testing.T, spec string) *vaulttest.Env {
 	env.Keyring = mustKeyring(t, spec)
 	env.StartAPI()
 	for k, v := range map[string]string{"VAULT_NATS_URL": env.NATSURL(), "VAULT_DATA_DIR": env.Dir, "VAULT_STREAM": env.Stream,
-		"VAULT_READMODEL_PATH": env.ReadModel, "VAULT_MASTER_KEYS": spec, "VAULT_AUDIT_KEYS": audit.NewKeySpec("t1"),
+		"VAULT_READMODEL_PATH": env.ReadModel, "VAULT_MASTER_KEYS": spec, "VAULT_AUDIT_KEYS": env.AuditSpec,
 		"VAULT_AUDIT_PUBLIC_KEYS": ""} {
 		t.Setenv(k, v)
 	}

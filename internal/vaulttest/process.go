@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -125,6 +126,7 @@ func (e *Env) SpawnAPI(tb testing.TB, bin, addr string) *APIProcess {
 		"VAULT_HTTP_ADDR="+addr, "VAULT_NATS_URL="+natsURL, "VAULT_STREAM="+e.Stream,
 		"VAULT_READMODEL_PATH="+e.ReadModel, "VAULT_DATA_DIR="+tb.TempDir(),
 		"VAULT_API_KEYS=acct_a:"+KeyA+",acct_b:"+KeyB, "VAULT_MASTER_KEYS="+e.KeySpec,
+		"VAULT_AUDIT_KEYS="+e.AuditSpec, "VAULT_AUDIT_UNSIGNED_UNTIL="+strconv.FormatUint(e.unsignedUntil(), 10),
 		"VAULT_RATE_LIMIT=0", "VAULT_LOG_LEVEL=warn",
 		"VAULT_ALLOW_PRIVATE_UPSTREAMS="+map[bool]string{true: "true", false: "false"}[e.opts.AllowPrivate])
 	p.cmd.Stdout, p.cmd.Stderr = p.Logs, p.Logs
