@@ -80,15 +80,16 @@ func (v *Vault) TestServer(ctx context.Context, owner events.Owner, serverID, cr
 		if !res.Connected {
 			use.Outcome, use.ErrorCode, use.ToolCount = "failed", res.ErrorCode, 0
 		}
-		_, recs, err := domain.RecordUse(cred, use, v.now())
-		if err != nil {
-			return TestResult{}, err
-		}
+		// The same queue as every use (app/use.go), but waited for, so
+		// last_used_at is read-your-writes for testServer.
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if _, err := v.append(wctx, serverID, recs, 0, false); err != nil {
-			return TestResult{}, err
+		if err := v.recordUseWait(wctx, cred, use); err != nil {
+			return TestResult{}, ErrUnavailable
 		}
+	}
+	if res.Connected && res.Tools != nil {
+		v.ObserveTools(srv, res.Tools, "test")
 	}
 	return res, nil
 }

@@ -19,4 +19,8 @@ type TestResult struct {
 	ErrorMsg   string
 	TargetHost string
 	Sent       bool // the credential was sent to the server
+	// Tools is the server's whole inventory (tool name to a hash of its
+	// name, description and input schema), for drift detection; nil when
+	// unknown.
+	Tools map[string]string
 }

@@ -19,7 +19,10 @@ type Server struct {
 	events.ServerAttrs
 	CreatedAt events.Time
 	UpdatedAt events.Time
-	Deleted   bool
+	// ToolsChangedAt is when the vault last saw the server's tools drift
+	// from the inventory it had recorded (nil: never).
+	ToolsChangedAt *events.Time
+	Deleted        bool
 }
 
 // ServerPatch is the request to create or change a server. In a create, the
@@ -64,6 +67,13 @@ func ApplyServer(s Server, r events.Record) Server {
 	case events.ServerDeleted:
 		s.Deleted = true
 		s.UpdatedAt = r.OccurredAt
+	case events.ServerToolsChanged:
+		// A fact observed upstream, not a change of the server's settings:
+		// updated_at stays; the first inventory recorded is no drift.
+		if !e.Initial {
+			t := r.OccurredAt
+			s.ToolsChangedAt = &t
+		}
 	}
 	return s
 }

@@ -72,11 +72,11 @@ func (d *DB) Apply(ctx context.Context, recs []events.Record) (Applied, error) {
 }
 
 const (
-	insertServer = "INSERT OR REPLACE INTO servers (" + serverColumnsInsert + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+	insertServer = "INSERT OR REPLACE INTO servers (" + serverColumnsInsert + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 	insertCred   = "INSERT OR REPLACE INTO credentials (" + credentialColumnsInsert + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
 	serverColumnsInsert = `id, owner, account, user, name, server_label, server_url, server_description,
-	allowed_tools, require_approval, metadata, created_at, updated_at, tree_seq`
+	allowed_tools, require_approval, metadata, created_at, updated_at, tree_seq, tools_changed_at`
 	credentialColumnsInsert = `id, server_id, owner, account, user, name, auth_type, authorization_preview,
 	header_names, expires_at, last_used_at, created_at, updated_at, revoked_at, secret`
 )
@@ -129,7 +129,7 @@ func (a *applier) apply(r events.Record) ([]string, error) {
 	case events.ServerCreated:
 		s := domain.ApplyServer(domain.Server{}, r)
 		return nil, a.exec(insertServer, serverArgs(s, r.Sequence)...)
-	case events.ServerUpdated:
+	case events.ServerUpdated, events.ServerToolsChanged:
 		s, _, err := scanServer(a.queryRow(selectServer, r.ServerID))
 		if err != nil {
 			return nil, ignoreMissing(err)
