@@ -97,19 +97,27 @@ func (d *Dialer) Dial(ctx context.Context, serverURL string, auth Auth, client *
 	}
 	p := &probe{url: u, target: target, origin: originOf(u), auth: auth, userAgent: d.UserAgent,
 		maxBytes: maxBytes, streamMaxBytes: 16 * maxBytes, timeout: timeout, base: transport}
+	// The session lives on after Dial returns (an HTTP+SSE session's event
+	// stream is opened with the handshake's context), so the handshake runs
+	// on the session's own context, bounded by a timer and by ctx.
 	life, stop := context.WithCancel(context.WithoutCancel(ctx))
-	hctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
+	timer := time.AfterFunc(timeout, stop)
+	unwatch := context.AfterFunc(ctx, stop)
 	kind := "streamable"
-	cs, a, fail := p.connect(hctx, life, false, client)
-	if fail != nil && fallbackWorthy(fail) && hctx.Err() == nil {
+	cs, a, fail := p.connect(life, life, false, client)
+	if fail != nil && fallbackWorthy(fail) && life.Err() == nil {
 		var sseFail *Error
-		cs, a, sseFail = p.connect(hctx, life, true, client)
+		cs, a, sseFail = p.connect(life, life, true, client)
 		kind = "sse"
 		if sseFail != nil && fallbackWorthy(sseFail) {
 			sseFail = fail
 		}
 		fail = sseFail
+	}
+	handshakeOver := timer.Stop() && unwatch()
+	if fail == nil && !handshakeOver {
+		_ = cs.Close()
+		fail = errorf(CodeTimeout, "%s did not complete the handshake within %s", target, timeout)
 	}
 	if fail != nil {
 		stop()

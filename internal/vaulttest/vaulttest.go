@@ -24,6 +24,7 @@ import (
 	"github.com/mcpvault/vault/app"
 	"github.com/mcpvault/vault/eventstore"
 	"github.com/mcpvault/vault/httpapi"
+	"github.com/mcpvault/vault/mcpproxy"
 	"github.com/mcpvault/vault/seal"
 	"github.com/mcpvault/vault/service"
 )
@@ -42,6 +43,7 @@ type Options struct {
 	RateLimit    float64
 	SyncAlways   bool
 	Now          func() time.Time
+	MCP          mcpproxy.Options // the MCP endpoint's limits (zero: defaults)
 }
 
 // Env is one running vault.
@@ -180,7 +182,7 @@ func (e *Env) StartAPI() {
 	a := &service.API{Listener: ln, NATSURL: e.NATSURL(), Stream: e.Stream, ReadModelPath: e.ReadModel,
 		Keys:       []httpapi.APIKey{{Account: "acct_a", Key: KeyA}, {Account: "acct_b", Key: KeyB}},
 		MasterKeys: e.Keyring, AllowPrivate: e.opts.AllowPrivate, RateLimit: e.opts.RateLimit,
-		Log: e.Logger("api"), Tester: e.opts.Tester, Now: e.opts.Now}
+		Log: e.Logger("api"), Tester: e.opts.Tester, Now: e.opts.Now, MCP: e.opts.MCP}
 	e.api = start(a.Run)
 	e.WaitReady()
 }

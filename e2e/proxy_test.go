@@ -1,0 +1,381 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/mcpvault/vault/events"
+	"github.com/mcpvault/vault/internal/vaulttest"
+	"github.com/mcpvault/vault/mcpproxy"
+)
+
+// ---- fixtures: upstream MCP servers built on the go-sdk ---------------------
+
+// pxUpstream is an upstream MCP server (go-sdk) behind a recording,
+// credential-checking middleware.
+type pxUpstream struct {
+	URL string
+	Rec *tsRecorder
+	Srv *mcp.Server
+}
+
+type pxEchoArgs struct {
+	Text string `json:"text"`
+}
+
+// pxAddTool adds a tool answering "<name>:<text>".
+func pxAddTool(s *mcp.Server, name, desc string) {
+	mcp.AddTool(s, &mcp.Tool{Name: name, Description: desc},
+		func(_ context.Context, _ *mcp.CallToolRequest, in pxEchoArgs) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: name + ":" + in.Text}}}, nil, nil
+		})
+}
+
+// pxServe starts an upstream offering echo, whoami (answers the credential
+// headers it received), slow (three progress notifications 200 ms apart,
+// then "done") and the extra tools, over Streamable HTTP or HTTP+SSE.
+func pxServe(tb testing.TB, sse bool, accept func(http.Header) bool, pageSize int, extra ...string) *pxUpstream {
+	tb.Helper()
+	s := mcp.NewServer(&mcp.Implementation{Name: "px-upstream", Version: "1.0.0"}, &mcp.ServerOptions{PageSize: pageSize})
+	pxAddTool(s, "echo", "echoes text")
+	for _, name := range extra {
+		pxAddTool(s, name, "extra tool "+name)
+	}
+	rec := &tsRecorder{}
+	mcp.AddTool(s, &mcp.Tool{Name: "whoami", Description: "shows the credential it got"},
+		func(_ context.Context, req *mcp.CallToolRequest, _ tsNoArgs) (*mcp.CallToolResult, any, error) {
+			// The headers of the newest request (HTTP+SSE handlers have no
+			// per-message headers).
+			var parts []string
+			all := rec.all()
+			last := all[len(all)-1].Header
+			for _, h := range tsCredHeaders {
+				parts = append(parts, h+"="+last.Get(h))
+			}
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: strings.Join(parts, ";")}}}, nil, nil
+		})
+	mcp.AddTool(s, &mcp.Tool{Name: "slow", Description: "reports progress"},
+		func(ctx context.Context, req *mcp.CallToolRequest, _ tsNoArgs) (*mcp.CallToolResult, any, error) {
+			tok := req.Params.GetProgressToken()
+			for i := 1; i <= 3; i++ {
+				if tok != nil {
+					if err := req.Session.NotifyProgress(ctx, &mcp.ProgressNotificationParams{
+						ProgressToken: tok, Progress: float64(i), Total: 3, Message: fmt.Sprintf("step %d", i)}); err != nil {
+						return nil, nil, err
+					}
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "done"}}}, nil, nil
+		})
+	var h http.Handler
+	if sse {
+		h = mcp.NewSSEHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	} else {
+		h = mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return s }, nil)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/mcp", tsMiddleware(accept, rec, h))
+	srv := httptest.NewServer(mux)
+	tb.Cleanup(srv.Close)
+	return &pxUpstream{URL: srv.URL + "/mcp", Rec: rec, Srv: s}
+}
+
+// ---- fixtures: the agent (go-sdk client) ------------------------------------
+
+// pxAgentRT adds the vault's headers to every request of the agent and
+// remembers the session ids the vault answered.
+type pxAgentRT struct {
+	key, user string
+	extra     sync.Map // header -> value, changeable between calls
+}
+
+func (rt *pxAgentRT) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+rt.key)
+	if rt.user != "" {
+		r.Header.Set("X-On-Behalf-Of", rt.user)
+	}
+	rt.extra.Range(func(k, v any) bool {
+		if v.(string) == "" {
+			r.Header.Del(k.(string))
+		} else {
+			r.Header.Set(k.(string), v.(string))
+		}
+		return true
+	})
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// pxAgent is one agent session through the vault.
+type pxAgent struct {
+	CS       *mcp.ClientSession
+	RT       *pxAgentRT
+	progress chan *mcp.ProgressNotificationParams
+}
+
+func pxEndpoint(env *vaulttest.Env, serverID string) string {
+	return env.URL + "/api/v1/llm/mcp/servers/" + serverID + "/mcp"
+}
+
+// pxConnect opens an agent session with the go-sdk client; headers are
+// added to every request.
+func pxConnect(tb testing.TB, env *vaulttest.Env, serverID, key, user string, headers map[string]string) (*pxAgent, error) {
+	tb.Helper()
+	a := &pxAgent{RT: &pxAgentRT{key: key, user: user}, progress: make(chan *mcp.ProgressNotificationParams, 16)}
+	for k, v := range headers {
+		a.RT.extra.Store(k, v)
+	}
+	client := mcp.NewClient(&mcp.Implementation{Name: "px-agent", Version: "1"}, &mcp.ClientOptions{
+		ProgressNotificationHandler: func(_ context.Context, r *mcp.ProgressNotificationClientRequest) {
+			a.progress <- r.Params
+		}})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cs, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: pxEndpoint(env, serverID),
+		HTTPClient: &http.Client{Transport: a.RT}, MaxRetries: -1}, nil)
+	if err != nil {
+		return nil, err
+	}
+	tb.Cleanup(func() { cs.Close() })
+	a.CS = cs
+	return a, nil
+}
+
+func pxMustConnect(tb testing.TB, env *vaulttest.Env, serverID string, headers map[string]string) *pxAgent {
+	tb.Helper()
+	a, err := pxConnect(tb, env, serverID, vaulttest.KeyA, "", headers)
+	if err != nil {
+		tb.Fatalf("agent connect through the vault: %v", err)
+	}
+	return a
+}
+
+func pxCtx(tb testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	tb.Cleanup(cancel)
+	return ctx
+}
+
+// pxCall calls a tool and returns its first text, or the JSON-RPC error.
+func pxCall(tb testing.TB, a *pxAgent, name string, args map[string]any) (string, *jsonrpc.Error) {
+	tb.Helper()
+	res, err := a.CS.CallTool(pxCtx(tb), &mcp.CallToolParams{Name: name, Arguments: args})
+	if err != nil {
+		var rpc *jsonrpc.Error
+		if errors.As(err, &rpc) {
+			return "", rpc
+		}
+		tb.Fatalf("call %s: %v", name, err)
+	}
+	if len(res.Content) == 0 {
+		return "", nil
+	}
+	return res.Content[0].(*mcp.TextContent).Text, nil
+}
+
+func pxMustCall(tb testing.TB, a *pxAgent, name string, args map[string]any) string {
+	tb.Helper()
+	text, rpc := pxCall(tb, a, name, args)
+	if rpc != nil {
+		tb.Fatalf("call %s refused: %d %s", name, rpc.Code, rpc.Message)
+	}
+	return text
+}
+
+func pxToolNames(tb testing.TB, a *pxAgent) []string {
+	tb.Helper()
+	var names []string
+	for tool, err := range a.CS.Tools(pxCtx(tb), nil) {
+		if err != nil {
+			tb.Fatalf("tools/list: %v", err)
+		}
+		names = append(names, tool.Name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// pxStart starts a vault that may reach loopback upstreams.
+func pxStart(tb testing.TB, o mcpproxy.Options) *vaulttest.Env {
+	return vaulttest.MustStart(tb, vaulttest.Options{AllowPrivate: true, MCP: o})
+}
+
+// pxNever is the server body field that turns approvals off.
+var pxNever = map[string]any{"require_approval": "never"}
+
+// pxUseEvents returns the mcp.credential.used events of a credential.
+func pxUseEvents(tb testing.TB, env *vaulttest.Env, serverID, credID string) []events.CredentialUsed {
+	tb.Helper()
+	var out []events.CredentialUsed
+	for _, r := range lcRecords(tb, env, events.CredentialUsedSubject(serverID, credID)) {
+		if u, ok := r.Event.(events.CredentialUsed); ok {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+// ---- tests ------------------------------------------------------------------
+
+// An agent reaches the upstream through the vault with each auth type over
+// both upstream transports: the upstream sees exactly the credential's
+// headers on every request and never the agent's API key, and a secret the
+// upstream echoes back never reaches the agent.
+func TestProxyInjectsEachAuthType(t *testing.T) {
+	env := pxStart(t, mcpproxy.Options{})
+	cases := []struct {
+		name    string
+		body    map[string]any
+		headers map[string]string
+		secrets []string
+	}{
+		{"bearer", map[string]any{"auth_type": "bearer", "bearer_token": "px-bearer-secret-0001"},
+			map[string]string{"Authorization": "Bearer px-bearer-secret-0001"}, []string{"px-bearer-secret-0001"}},
+		{"authorization", map[string]any{"auth_type": "authorization", "authorization": "Token px-raw-secret-0002"},
+			map[string]string{"Authorization": "Token px-raw-secret-0002"}, []string{"px-raw-secret-0002"}},
+		{"headers", map[string]any{"auth_type": "headers", "headers": map[string]string{"X-Api-Key": "px-key-secret-0003", "X-Tenant": "tenant-px-0003"}},
+			map[string]string{"X-Api-Key": "px-key-secret-0003", "X-Tenant": "tenant-px-0003"}, []string{"px-key-secret-0003", "tenant-px-0003"}},
+	}
+	for _, sse := range []bool{false, true} {
+		for _, tc := range cases {
+			name := tc.name + "/streamable"
+			if sse {
+				name = tc.name + "/sse"
+			}
+			t.Run(name, func(t *testing.T) {
+				up := pxServe(t, sse, func(h http.Header) bool { return tsExactly(h, tc.headers) }, 0)
+				sid := tsCreateServer(t, env, up.URL, pxNever)
+				env.MustCreateCredential(t, "", sid, tc.body)
+				a := pxMustConnect(t, env, sid, nil)
+				if got := pxMustCall(t, a, "echo", map[string]any{"text": "hi"}); got != "echo:hi" {
+					t.Fatalf("echo through the vault = %q", got)
+				}
+				who := pxMustCall(t, a, "whoami", nil)
+				tsMustNoSecret(t, "a tool result relayed to the agent", []byte(who), tc.secrets...)
+				if !strings.Contains(who, "[REDACTED]") {
+					t.Fatalf("whoami relayed as %q: the upstream's echo of the credential was not redacted", who)
+				}
+				seen := up.Rec.all()
+				if len(seen) == 0 {
+					t.Fatal("the upstream saw no request")
+				}
+				for _, s := range seen {
+					if !tsExactly(s.Header, tc.headers) {
+						t.Fatalf("upstream %s %s (rpc %q) did not carry exactly the credential headers: %v", s.Method, s.Path, s.RPC, s.Header)
+					}
+					if strings.Contains(string(tsHeaderBytes(s.Header)), vaulttest.KeyA) {
+						t.Fatal("the agent's API key reached the upstream")
+					}
+				}
+			})
+		}
+	}
+}
+
+// tools/list answers only allowed_tools, page by page with the upstream's
+// cursor; a call of another tool is refused and never reaches upstream.
+func TestProxyAllowedTools(t *testing.T) {
+	env := pxStart(t, mcpproxy.Options{})
+	up := pxServe(t, false, func(http.Header) bool { return true }, 2, "t1", "t2", "t3", "t4")
+	sid := tsCreateServer(t, env, up.URL, map[string]any{"require_approval": "never",
+		"allowed_tools": []string{"echo", "t2", "t4", "slow"}})
+	a := pxMustConnect(t, env, sid, nil)
+	pages := 0
+	cursor := ""
+	var names []string
+	for {
+		res, err := a.CS.ListTools(pxCtx(t), &mcp.ListToolsParams{Cursor: cursor})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, tool := range res.Tools {
+			names = append(names, tool.Name)
+		}
+		if res.NextCursor == "" {
+			break
+		}
+		cursor = res.NextCursor
+	}
+	slices.Sort(names)
+	if want := []string{"echo", "slow", "t2", "t4"}; !slices.Equal(names, want) {
+		t.Fatalf("tools through the vault = %v, want %v", names, want)
+	}
+	if pages < 3 {
+		t.Fatalf("%d pages: the upstream's pagination (2 per page, 7 tools) was not kept", pages)
+	}
+	before := up.Rec.countRPC("tools/call")
+	_, rpc := pxCall(t, a, "t1", nil)
+	if rpc == nil || rpc.Code != mcpproxy.CodeToolNotAllowed || !strings.Contains(rpc.Message, "allowed_tools") {
+		t.Fatalf("call of a tool outside allowed_tools: %+v", rpc)
+	}
+	if n := up.Rec.countRPC("tools/call"); n != before {
+		t.Fatalf("a refused call reached the upstream (%d tools/call)", n-before)
+	}
+	pxMustCall(t, a, "t2", map[string]any{"text": "x"})
+	// A policy change applies to the open session at its next request.
+	r := env.Do(t, vaulttest.Request{Method: "POST", Path: "/servers/" + sid, Body: map[string]any{"allowed_tools": []string{"echo"}}})
+	if r.Status != http.StatusOK {
+		t.Fatalf("update: %d %s", r.Status, r.Body)
+	}
+	if _, rpc := pxCall(t, a, "t2", nil); rpc == nil || rpc.Code != mcpproxy.CodeToolNotAllowed {
+		t.Fatalf("t2 after it left allowed_tools: %+v", rpc)
+	}
+}
+
+// A long-running tool's progress notifications reach the agent as they
+// happen, before the result, over both upstream transports.
+func TestProxyStreamsProgress(t *testing.T) {
+	env := pxStart(t, mcpproxy.Options{})
+	for _, sse := range []bool{false, true} {
+		t.Run(fmt.Sprintf("sse=%v", sse), func(t *testing.T) {
+			up := pxServe(t, sse, func(http.Header) bool { return true }, 0)
+			sid := tsCreateServer(t, env, up.URL, pxNever)
+			a := pxMustConnect(t, env, sid, nil)
+			var arrivals []time.Time
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				for range 3 {
+					select {
+					case <-a.progress:
+						arrivals = append(arrivals, time.Now())
+					case <-time.After(10 * time.Second):
+						return
+					}
+				}
+			}()
+			params := &mcp.CallToolParams{Name: "slow", Arguments: map[string]any{}}
+			params.SetProgressToken("px-progress-1")
+			res, err := a.CS.CallTool(pxCtx(t), params)
+			finished := time.Now()
+			if err != nil {
+				t.Fatal(err)
+			}
+			<-done
+			if len(arrivals) != 3 {
+				t.Fatalf("%d of 3 progress notifications reached the agent", len(arrivals))
+			}
+			if res.Content[0].(*mcp.TextContent).Text != "done" {
+				t.Fatalf("result %v", res.Content)
+			}
+			// The first step is sent ~600 ms before the result: buffered
+			// until the end, it would arrive with it.
+			if gap := finished.Sub(arrivals[0]); gap < 300*time.Millisecond {
+				t.Fatalf("first progress arrived only %s before the result: not streamed", gap)
+			}
+		})
+	}
+}
