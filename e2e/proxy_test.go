@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -377,5 +378,233 @@ func TestProxyStreamsProgress(t *testing.T) {
 				t.Fatalf("first progress arrived only %s before the result: not streamed", gap)
 			}
 		})
+	}
+}
+
+// require_approval "always" (the default) refuses a call until the owner
+// issues an approval; an approval is single-use and bound to its tool and
+// arguments; refused calls never reach the upstream.
+func TestProxyApproval(t *testing.T) {
+	env := pxStart(t, mcpproxy.Options{})
+	up := pxServe(t, false, func(http.Header) bool { return true }, 0)
+	sid := tsCreateServer(t, env, up.URL, nil) // require_approval defaults to "always"
+	a := pxMustConnect(t, env, sid, nil)
+	args := map[string]any{"text": "ship it"}
+
+	_, rpc := pxCall(t, a, "echo", args)
+	if rpc == nil || rpc.Code != mcpproxy.CodeApprovalRequired || !strings.Contains(rpc.Message, "approval_required") ||
+		!strings.Contains(rpc.Message, "/servers/"+sid+"/approvals") {
+		t.Fatalf("unapproved call: %+v", rpc)
+	}
+	var data map[string]any
+	if err := json.Unmarshal(rpc.Data, &data); err != nil || data["tool_name"] != "echo" || data["arguments_sha256"] == "" {
+		t.Fatalf("approval_required data %s (%v)", rpc.Data, err)
+	}
+	if n := up.Rec.countRPC("tools/call"); n != 0 {
+		t.Fatalf("an unapproved call reached the upstream")
+	}
+
+	approve := func(body map[string]any, key, user string) vaulttest.Response {
+		return env.Do(t, vaulttest.Request{Method: "POST", Path: "/servers/" + sid + "/approvals", Body: body, Key: key, User: user})
+	}
+	r := approve(map[string]any{"tool_name": "echo", "arguments": args}, "", "")
+	if r.Status != http.StatusCreated {
+		t.Fatalf("approval: %d %s", r.Status, r.Body)
+	}
+	ap := r.JSON(t)
+	id, _ := ap["id"].(string)
+	if !strings.HasPrefix(id, "mcp_apr_") || ap["object"] != "mcp.approval" || ap["arguments_sha256"] != data["arguments_sha256"] {
+		t.Fatalf("approval object %s (want arguments_sha256 %v)", r.Body, data["arguments_sha256"])
+	}
+	// Someone else cannot approve on this server.
+	if r := approve(map[string]any{"tool_name": "echo"}, vaulttest.KeyB, ""); r.Status != http.StatusNotFound {
+		t.Fatalf("approval on a foreign server: %d %s", r.Status, r.Body)
+	}
+
+	// Other arguments do not match (and do not consume it).
+	a.RT.extra.Store(mcpproxy.HeaderApproval, id)
+	if _, rpc := pxCall(t, a, "echo", map[string]any{"text": "rm -rf"}); rpc == nil || !strings.Contains(rpc.Message, "approval_invalid") {
+		t.Fatalf("approval used with other arguments: %+v", rpc)
+	}
+	if got := pxMustCall(t, a, "echo", args); got != "echo:ship it" {
+		t.Fatalf("approved call = %q", got)
+	}
+	// Single use.
+	if _, rpc := pxCall(t, a, "echo", args); rpc == nil || !strings.Contains(rpc.Message, "approval_invalid") {
+		t.Fatalf("approval used twice: %+v", rpc)
+	}
+	if n := up.Rec.countRPC("tools/call"); n != 1 {
+		t.Fatalf("%d tools/call reached the upstream, want exactly the approved one", n)
+	}
+	// The approval may also travel in _meta, and without arguments it
+	// approves any arguments of that tool.
+	a.RT.extra.Store(mcpproxy.HeaderApproval, "")
+	id2 := approve(map[string]any{"tool_name": "echo", "ttl_seconds": 60}, "", "").JSON(t)["id"].(string)
+	p := &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": "any"}, Meta: mcp.Meta{mcpproxy.MetaApproval: id2}}
+	if res, err := a.CS.CallTool(pxCtx(t), p); err != nil || res.Content[0].(*mcp.TextContent).Text != "echo:any" {
+		t.Fatalf("call approved in _meta: %v %v", res, err)
+	}
+	// An approval for one tool does not approve another.
+	id3 := approve(map[string]any{"tool_name": "whoami"}, "", "").JSON(t)["id"].(string)
+	a.RT.extra.Store(mcpproxy.HeaderApproval, id3)
+	if _, rpc := pxCall(t, a, "echo", args); rpc == nil || !strings.Contains(rpc.Message, "approval_invalid") {
+		t.Fatalf("approval for another tool: %+v", rpc)
+	}
+	for _, bad := range []map[string]any{{}, {"tool_name": ""}, {"tool_name": "echo", "arguments": "x"}, {"tool_name": "echo", "ttl_seconds": 901}, {"tool_name": "echo", "extra": 1}} {
+		if r := approve(bad, "", ""); r.Status != http.StatusBadRequest {
+			t.Fatalf("approval body %v: %d %s", bad, r.Status, r.Body)
+		}
+	}
+}
+
+// A session belongs to its owner and its server: another owner, or the same
+// session id on another server's endpoint, gets a 404; someone else's
+// server is a 404 before any MCP exchange; DELETE ends the session.
+func TestProxySessionIsolation(t *testing.T) {
+	env := pxStart(t, mcpproxy.Options{})
+	up := pxServe(t, false, func(http.Header) bool { return true }, 0)
+	sid := tsCreateServer(t, env, up.URL, pxNever)
+	other := tsCreateServer(t, env, up.URL, pxNever)
+	a := pxMustConnect(t, env, sid, nil)
+	sess := a.CS.ID()
+	if sess == "" {
+		t.Fatal("no Mcp-Session-Id")
+	}
+	list := `{"jsonrpc":"2.0","id":7,"method":"tools/list"}`
+	post := func(serverID, key, user, session string) vaulttest.Response {
+		return env.Do(t, vaulttest.Request{Method: "POST", Path: "/servers/" + serverID + "/mcp", Body: list, Key: key, User: user,
+			Header: map[string]string{"Mcp-Session-Id": session, "Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-06-18"}})
+	}
+	if r := post(sid, "", "", sess); r.Status != http.StatusOK || !strings.Contains(string(r.Body), "echo") {
+		t.Fatalf("the owner's own request: %d %s", r.Status, r.Body)
+	}
+	for _, c := range []struct{ name, server, key, user string }{
+		{"another account", sid, vaulttest.KeyB, ""},
+		{"another end user", sid, "", "mallory"},
+		{"another server", other, "", ""},
+	} {
+		r := post(c.server, c.key, c.user, sess)
+		if r.Status != http.StatusNotFound || lcErrType(t, r) != "not_found_error" {
+			t.Fatalf("%s with the session id: %d %s", c.name, r.Status, r.Body)
+		}
+	}
+	// Someone else's server: 404 before any MCP exchange with the upstream.
+	before := len(up.Rec.all())
+	if _, err := pxConnect(t, env, sid, vaulttest.KeyB, "", nil); err == nil {
+		t.Fatal("account B opened a session on account A's server")
+	}
+	r := env.Do(t, vaulttest.Request{Method: "POST", Path: "/servers/" + sid + "/mcp", Key: vaulttest.KeyB,
+		Body: `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`,
+		Header: map[string]string{"Accept": "application/json, text/event-stream"}})
+	if r.Status != http.StatusNotFound || lcErrType(t, r) != "not_found_error" {
+		t.Fatalf("initialize on a foreign server: %d %s", r.Status, r.Body)
+	}
+	if after := len(up.Rec.all()); after != before {
+		t.Fatalf("a foreign initialize reached the upstream (%d requests)", after-before)
+	}
+	if r := env.Do(t, vaulttest.Request{Method: "GET", Path: "/servers/" + sid + "/mcp", Key: "-"}); r.Status != http.StatusUnauthorized {
+		t.Fatalf("no API key: %d", r.Status)
+	}
+	// DELETE by someone else is a 404 and leaves the session open.
+	del := func(key string) vaulttest.Response {
+		return env.Do(t, vaulttest.Request{Method: "DELETE", Path: "/servers/" + sid + "/mcp", Key: key, Header: map[string]string{"Mcp-Session-Id": sess}})
+	}
+	if r := del(vaulttest.KeyB); r.Status != http.StatusNotFound {
+		t.Fatalf("foreign DELETE: %d %s", r.Status, r.Body)
+	}
+	pxMustCall(t, a, "echo", map[string]any{"text": "still open"})
+	if r := del(""); r.Status != http.StatusNoContent {
+		t.Fatalf("DELETE: %d %s", r.Status, r.Body)
+	}
+	vaulttest.Eventually(t, 5*time.Second, func() bool {
+		r := post(sid, "", "", sess)
+		return r.Status == http.StatusNotFound && strings.Contains(string(r.Body), "session_ended")
+	})
+}
+
+// Revoking (or deleting) the session's credential takes effect at the
+// session's next request: nothing more is sent upstream with it.
+func TestProxyRevokeTakesEffect(t *testing.T) {
+	env := pxStart(t, mcpproxy.Options{})
+	want := map[string]string{"Authorization": "Bearer px-revoke-secret-01"}
+	up := pxServe(t, false, func(h http.Header) bool { return tsExactly(h, want) }, 0)
+	sid := tsCreateServer(t, env, up.URL, pxNever)
+	cred := env.MustCreateCredential(t, "", sid, map[string]any{"bearer_token": "px-revoke-secret-01"})["id"].(string)
+	a := pxMustConnect(t, env, sid, nil)
+	pxMustCall(t, a, "echo", map[string]any{"text": "before"})
+	r := env.Do(t, vaulttest.Request{Method: "POST", Path: "/servers/" + sid + "/credentials/" + cred + "/revoke"})
+	if r.Status != http.StatusOK {
+		t.Fatalf("revoke: %d %s", r.Status, r.Body)
+	}
+	before := len(up.Rec.all())
+	_, rpc := pxCall(t, a, "echo", map[string]any{"text": "after"})
+	if rpc == nil || rpc.Code != mcpproxy.CodeCredentialUnusable || !strings.Contains(rpc.Message, "credential_revoked") {
+		t.Fatalf("call after revoke: %+v", rpc)
+	}
+	if _, err := a.CS.ListTools(pxCtx(t), nil); err == nil {
+		t.Fatal("tools/list after revoke succeeded")
+	}
+	if after := len(up.Rec.all()); after != before {
+		t.Fatalf("%d requests reached the upstream after the revoke", after-before)
+	}
+	// A new session names the revoked credential: refused at initialize.
+	if _, err := pxConnect(t, env, sid, vaulttest.KeyA, "", map[string]string{mcpproxy.HeaderCredential: cred}); err == nil ||
+		!strings.Contains(err.Error(), "credential_revoked") {
+		t.Fatalf("initialize with a revoked credential: %v", err)
+	}
+}
+
+// Each tools/call is one mcp.credential.used event (tool, outcome, latency;
+// no argument, no result); initialize and tools/list once per session;
+// last_used_at follows within a second.
+func TestProxyUseEvents(t *testing.T) {
+	env := pxStart(t, mcpproxy.Options{})
+	up := pxServe(t, false, func(http.Header) bool { return true }, 0)
+	sid := tsCreateServer(t, env, up.URL, pxNever)
+	cred := env.MustCreateCredential(t, "", sid, map[string]any{"bearer_token": "px-use-secret-0001"})["id"].(string)
+	a := pxMustConnect(t, env, sid, nil)
+	for range 3 {
+		pxToolNames(t, a)
+	}
+	canary := "px-argument-canary-7f3a"
+	start := time.Now()
+	for i := range 5 {
+		pxMustCall(t, a, "echo", map[string]any{"text": fmt.Sprintf("%s-%d", canary, i)})
+	}
+	vaulttest.Eventually(t, 5*time.Second, func() bool {
+		c := tsGetCredential(t, env, sid, cred)
+		return c["last_used_at"] != nil
+	})
+	if d := time.Since(start); d > 2*time.Second {
+		t.Logf("last_used_at took %s", d)
+	}
+	var uses []events.CredentialUsed
+	vaulttest.Eventually(t, 5*time.Second, func() bool {
+		uses = pxUseEvents(t, env, sid, cred)
+		return len(uses) >= 7
+	})
+	count := map[string]int{}
+	for _, u := range uses {
+		count[u.Operation]++
+		if u.Operation == "tools/call" && (u.ToolName != "echo" || u.Outcome != "ok" || u.LatencyMS <= 0 || u.TargetHost == "") {
+			t.Fatalf("tools/call event %+v", u)
+		}
+	}
+	if count["initialize"] != 1 || count["tools/list"] != 1 || count["tools/call"] != 5 || len(uses) != 7 {
+		t.Fatalf("use events by operation %v (want initialize 1, tools/list 1, tools/call 5)", count)
+	}
+	for _, r := range lcRecords(t, env, "vault."+sid+".>") {
+		b, _ := json.Marshal(r.Event)
+		tsMustNoSecret(t, "the stream", b, canary, "px-use-secret-0001")
+	}
+	// A refused call is not a use.
+	r := env.Do(t, vaulttest.Request{Method: "POST", Path: "/servers/" + sid, Body: map[string]any{"allowed_tools": []string{"whoami"}}})
+	if r.Status != http.StatusOK {
+		t.Fatal(r.Status)
+	}
+	pxCall(t, a, "echo", nil)
+	time.Sleep(200 * time.Millisecond)
+	if n := len(pxUseEvents(t, env, sid, cred)); n != 7 {
+		t.Fatalf("a refused call was recorded as a use (%d events)", n)
 	}
 }

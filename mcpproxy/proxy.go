@@ -78,14 +78,17 @@ const (
 )
 
 // JSON-RPC error codes the endpoint answers with (besides those the
-// upstream answers, which are passed through).
+// upstream answers, which are passed through). They are in the range the
+// specification leaves to implementations, clear of -32001..-32005, which
+// the go-sdk's JSON-RPC layer gives meanings of its own (-32004 reads as
+// "server is closing" and ends the client's session).
 const (
-	CodeToolNotAllowed     = -32001
-	CodeApprovalRequired   = -32002
-	CodeUpstream           = upstream.CodeRPCUpstream // -32003
-	CodeCredentialUnusable = -32004
-	CodeVaultUnavailable   = -32005
-	CodeSessionLimit       = -32006
+	CodeToolNotAllowed     = -32041
+	CodeApprovalRequired   = -32042
+	CodeUpstream           = upstream.CodeRPCUpstream // -32043
+	CodeCredentialUnusable = -32044
+	CodeVaultUnavailable   = -32045
+	CodeSessionLimit       = -32046
 	codeInvalidRequest     = -32600
 )
 
@@ -471,7 +474,6 @@ func writeError(w http.ResponseWriter, status int, typ, msg, code string) {
 	w.WriteHeader(status)
 	_, _ = w.Write(b)
 }
-
 
 // newSessionID returns 128 random bits as 32 hex characters.
 func newSessionID() string {

@@ -220,7 +220,7 @@ func (s *session) refuse(err error) error {
 	je := &jsonrpc.Error{Code: e.code, Message: e.msg}
 	if e.code == CodeCredentialUnusable {
 		if s.dead.CompareAndSwap(nil, je) {
-			go func() { _ = s.up.Close() }()
+			go s.up.Abandon()
 		}
 	}
 	return je

@@ -462,6 +462,7 @@ type attempt struct {
 	mu          sync.Mutex
 	failure     *Error // first decisive failure
 	last        *Error // latest decisive failure (long-lived sessions)
+	abandoned   atomic.Bool // send nothing more (the credential may no longer be used)
 	sawResponse bool   // some HTTP response arrived
 	badStatus   int    // last non-2xx status
 }
@@ -531,6 +532,12 @@ func (a *attempt) inject(h http.Header) {
 
 // RoundTrip implements http.RoundTripper.
 func (a *attempt) RoundTrip(req *http.Request) (*http.Response, error) {
+	if a.abandoned.Load() {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, errorf(CodeInvalidCredential, "the session was abandoned; nothing more is sent to %s", a.target)
+	}
 	if e := a.checkTarget(req.URL, false); e != nil {
 		if req.Body != nil {
 			req.Body.Close()

@@ -136,6 +136,13 @@ func (s *Session) Close() error {
 	return err
 }
 
+// Abandon closes the session without sending anything more upstream (not
+// even the session's DELETE): for a credential that may no longer be used.
+func (s *Session) Abandon() {
+	s.att.abandoned.Store(true)
+	_ = s.Close()
+}
+
 // CallError turns the error of a request sent through the session into one
 // that is safe to show the agent: a JSON-RPC error answered by the upstream
 // keeps its code and its message with every secret of the credential
@@ -158,7 +165,7 @@ func (s *Session) CallError(ctx context.Context, err error) *jsonrpc.Error {
 
 // CodeRPCUpstream is the JSON-RPC error code of a request the upstream
 // server could not answer (transport failure, timeout, rejected credential).
-const CodeRPCUpstream = -32003
+const CodeRPCUpstream = -32043
 
 // Scrub replaces every secret of the session's credential in text.
 func (s *Session) Scrub(text string) string { return scrub(text, s.secrets) }
