@@ -494,7 +494,7 @@ func TestProxySessionIsolation(t *testing.T) {
 		t.Fatal("account B opened a session on account A's server")
 	}
 	r := env.Do(t, vaulttest.Request{Method: "POST", Path: "/servers/" + sid + "/mcp", Key: vaulttest.KeyB,
-		Body: `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`,
+		Body:   `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`,
 		Header: map[string]string{"Accept": "application/json, text/event-stream"}})
 	if r.Status != http.StatusNotFound || lcErrType(t, r) != "not_found_error" {
 		t.Fatalf("initialize on a foreign server: %d %s", r.Status, r.Body)
@@ -606,5 +606,149 @@ func TestProxyUseEvents(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if n := len(pxUseEvents(t, env, sid, cred)); n != 7 {
 		t.Fatalf("a refused call was recorded as a use (%d events)", n)
+	}
+}
+
+// pxToolsEvents returns the mcp.server.tools_changed events of a server.
+func pxToolsEvents(tb testing.TB, env *vaulttest.Env, serverID string) []events.ServerToolsChanged {
+	tb.Helper()
+	var out []events.ServerToolsChanged
+	for _, r := range lcRecords(tb, env, events.ToolsSubject(serverID)) {
+		if e, ok := r.Event.(events.ServerToolsChanged); ok {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// The vault records each tool's hash; when the upstream's inventory or a
+// tool changes, one mcp.server.tools_changed names what changed and the
+// server shows tools_changed_at. testServer and the endpoint both feed it.
+func TestProxyToolDrift(t *testing.T) {
+	env := pxStart(t, mcpproxy.Options{})
+	up := pxServe(t, false, func(http.Header) bool { return true }, 0, "alpha", "beta")
+	sid := tsCreateServer(t, env, up.URL, pxNever)
+	server := func() map[string]any {
+		r := env.Do(t, vaulttest.Request{Method: "GET", Path: "/servers/" + sid})
+		if r.Status != http.StatusOK {
+			t.Fatalf("get server: %d %s", r.Status, r.Body)
+		}
+		return r.JSON(t)
+	}
+	if v, ok := server()["tools_changed_at"]; !ok || v != nil {
+		t.Fatalf("a new server's tools_changed_at = %v (present %v), want null", v, ok)
+	}
+	// First inventory (through testServer): recorded, no drift yet.
+	tsTest(t, env, sid, "")
+	vaulttest.Eventually(t, 5*time.Second, func() bool { return len(pxToolsEvents(t, env, sid)) == 1 })
+	first := pxToolsEvents(t, env, sid)[0]
+	if !first.Initial || len(first.Tools) != 5 || first.Source != "test" {
+		t.Fatalf("first inventory event %+v", first)
+	}
+	// The same inventory seen again, by either path: nothing new.
+	a := pxMustConnect(t, env, sid, nil)
+	pxToolNames(t, a)
+	tsTest(t, env, sid, "")
+	time.Sleep(300 * time.Millisecond)
+	if n := len(pxToolsEvents(t, env, sid)); n != 1 {
+		t.Fatalf("an unchanged inventory appended %d events", n-1)
+	}
+	if server()["tools_changed_at"] != nil {
+		t.Fatal("tools_changed_at set without drift")
+	}
+	// The upstream adds gamma, drops beta and redefines alpha.
+	up.Srv.RemoveTools("beta", "alpha")
+	pxAddTool(up.Srv, "gamma", "new")
+	pxAddTool(up.Srv, "alpha", "now deletes things")
+	b := pxMustConnect(t, env, sid, nil)
+	pxToolNames(t, b)
+	vaulttest.Eventually(t, 5*time.Second, func() bool { return len(pxToolsEvents(t, env, sid)) == 2 })
+	ch := pxToolsEvents(t, env, sid)[1]
+	if ch.Initial || ch.Source != "proxy" || !slices.Equal(ch.Added, []string{"gamma"}) ||
+		!slices.Equal(ch.Removed, []string{"beta"}) || !slices.Equal(ch.Changed, []string{"alpha"}) {
+		t.Fatalf("drift event %+v", ch)
+	}
+	vaulttest.Eventually(t, 5*time.Second, func() bool { return server()["tools_changed_at"] != nil })
+	// Concurrent observers of the same change record it once.
+	up.Srv.RemoveTools("gamma")
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() { defer wg.Done(); tsTest(t, env, sid, "") }()
+	}
+	wg.Wait()
+	vaulttest.Eventually(t, 5*time.Second, func() bool { return len(pxToolsEvents(t, env, sid)) >= 3 })
+	time.Sleep(300 * time.Millisecond)
+	if evs := pxToolsEvents(t, env, sid); len(evs) != 3 || !slices.Equal(evs[2].Removed, []string{"gamma"}) {
+		t.Fatalf("4 concurrent observers of one change: %d events, last %+v", len(evs), evs[len(evs)-1])
+	}
+}
+
+// The endpoint's limits answer clearly: message size (413), sessions per
+// owner (a JSON-RPC error on initialize), idle sessions (404 session_expired).
+func TestProxyLimits(t *testing.T) {
+	env := pxStart(t, mcpproxy.Options{MaxMessageBytes: 4096, MaxSessionsPerOwner: 2, IdleTimeout: 400 * time.Millisecond})
+	up := pxServe(t, false, func(http.Header) bool { return true }, 0)
+	sid := tsCreateServer(t, env, up.URL, pxNever)
+	a := pxMustConnect(t, env, sid, nil)
+	big := strings.Repeat("x", 5000)
+	r := env.Do(t, vaulttest.Request{Method: "POST", Path: "/servers/" + sid + "/mcp", Body: `{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"x":"` + big + `"}}`,
+		Header: map[string]string{"Mcp-Session-Id": a.CS.ID(), "Accept": "application/json, text/event-stream"}})
+	if r.Status != http.StatusRequestEntityTooLarge || !strings.Contains(string(r.Body), "message_too_large") {
+		t.Fatalf("oversized message: %d %s", r.Status, r.Body)
+	}
+	// Two sessions per owner; the third is refused until one ends. Another
+	// end user of the same account is another owner.
+	b := pxMustConnect(t, env, sid, nil)
+	_, err := pxConnect(t, env, sid, vaulttest.KeyA, "", nil)
+	if err == nil || !strings.Contains(err.Error(), "session_limit") {
+		t.Fatalf("third session: %v", err)
+	}
+	if _, err := pxConnect(t, env, tsCreateServer(t, env, up.URL, pxNever), vaulttest.KeyA, "", nil); err == nil {
+		t.Fatal("the per-owner limit does not count sessions of other servers")
+	}
+	userSrv := env.MustCreateServer(t, "alice", map[string]any{"name": "A", "server_label": "a", "server_url": up.URL, "require_approval": "never"})
+	if _, err := pxConnect(t, env, userSrv, vaulttest.KeyA, "alice", nil); err != nil {
+		t.Fatalf("another owner's first session: %v", err)
+	}
+	// The go-sdk agent sees the size refusal as an error too.
+	if _, err := a.CS.CallTool(pxCtx(t), &mcp.CallToolParams{Name: "echo", Arguments: map[string]any{"text": big}}); err == nil {
+		t.Fatal("a 5000-byte message passed a 4096-byte limit")
+	}
+	// Idle sessions end; their owner is told so.
+	time.Sleep(time.Second)
+	r = env.Do(t, vaulttest.Request{Method: "POST", Path: "/servers/" + sid + "/mcp", Body: `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`,
+		Header: map[string]string{"Mcp-Session-Id": b.CS.ID(), "Accept": "application/json, text/event-stream"}})
+	if r.Status != http.StatusNotFound || !strings.Contains(string(r.Body), "session_expired") {
+		t.Fatalf("a session idle for longer than the idle timeout: %d %s", r.Status, r.Body)
+	}
+	// With the idle sessions gone, the owner may open new ones.
+	pxMustConnect(t, env, sid, nil)
+	pxMustConnect(t, env, sid, nil)
+}
+
+// A use happens while the stream is down: it is appended once the stream is
+// back (retried in the background, not lost, not duplicated).
+func TestProxyUseSurvivesStreamOutage(t *testing.T) {
+	env := pxStart(t, mcpproxy.Options{})
+	up := pxServe(t, false, func(http.Header) bool { return true }, 0)
+	sid := tsCreateServer(t, env, up.URL, pxNever)
+	cred := env.MustCreateCredential(t, "", sid, map[string]any{"bearer_token": "px-outage-secret-01"})["id"].(string)
+	a := pxMustConnect(t, env, sid, nil)
+	pxMustCall(t, a, "echo", map[string]any{"text": "warm"})
+	vaulttest.Eventually(t, 5*time.Second, func() bool { return len(pxUseEvents(t, env, sid, cred)) == 2 })
+	env.StopNATS()
+	// With the stream unreachable the read barrier is skipped (as for
+	// every read) and the call goes through; its record waits.
+	text, rpc := pxCall(t, a, "echo", map[string]any{"text": "during"})
+	if rpc != nil || text != "echo:during" {
+		t.Fatalf("call during the outage: %q %+v", text, rpc)
+	}
+	time.Sleep(500 * time.Millisecond)
+	env.StartNATS()
+	vaulttest.Eventually(t, 20*time.Second, func() bool { return len(pxUseEvents(t, env, sid, cred)) >= 3 })
+	time.Sleep(500 * time.Millisecond)
+	if n := len(pxUseEvents(t, env, sid, cred)); n != 3 {
+		t.Fatalf("%d use events after the outage, want 3", n)
 	}
 }

@@ -243,9 +243,13 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.notFound(w, id, c)
 			return
 		}
-		s.inflight.Add(1)
+		// Only messages keep a session alive: a GET stream held open by
+		// an agent that sends nothing does not.
 		s.touch()
-		defer func() { s.touch(); s.inflight.Add(-1) }()
+		if r.Method == http.MethodPost {
+			s.inflight.Add(1)
+			defer func() { s.touch(); s.inflight.Add(-1) }()
+		}
 		p.h.ServeHTTP(w, r)
 		return
 	}
@@ -351,6 +355,10 @@ func (p *Proxy) lookup(id string, c Caller) *session {
 	s := p.sessions[id]
 	p.mu.Unlock()
 	if s == nil || s.owner != c.Owner || s.serverID != c.ServerID || s.ss.Load() == nil {
+		return nil
+	}
+	if s.inflight.Load() == 0 && time.Duration(time.Now().UnixNano()-s.lastActive.Load()) > p.opts.IdleTimeout {
+		s.end("idle") // expired, not yet swept
 		return nil
 	}
 	return s

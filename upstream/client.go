@@ -460,11 +460,11 @@ type attempt struct {
 	testCtx context.Context
 
 	mu          sync.Mutex
-	failure     *Error // first decisive failure
-	last        *Error // latest decisive failure (long-lived sessions)
+	failure     *Error      // first decisive failure
+	last        *Error      // latest decisive failure (long-lived sessions)
 	abandoned   atomic.Bool // send nothing more (the credential may no longer be used)
-	sawResponse bool   // some HTTP response arrived
-	badStatus   int    // last non-2xx status
+	sawResponse bool        // some HTTP response arrived
+	badStatus   int         // last non-2xx status
 }
 
 func (a *attempt) record(e *Error) {
