@@ -118,19 +118,57 @@ func unusable(c domain.Credential, now time.Time) error {
 	}
 }
 
-// CheckProxy is run before every request of an MCP session: with the same
-// read-your-writes barrier as every read, it re-reads the server (its
-// current allowed_tools and require_approval apply at once) and the
-// session's credential, so a revoke, a delete or an expiry answered before
-// the request takes effect on it.
-func (v *Vault) CheckProxy(ctx context.Context, owner events.Owner, serverID, credentialID string) (domain.Server, error) {
-	if err := v.Sync(ctx); err != nil {
-		return domain.Server{}, err
+// ProxyCheck is what an MCP session remembers of its last check: the
+// sequence its server and credential were read at, and what was read.
+type ProxyCheck struct {
+	seq    uint64
+	server domain.Server
+	cred   domain.Credential
+}
+
+// CheckProxy is run before every request of an MCP session. It asks the
+// stream for the newest event on the server's subject and on the
+// credential's subject (one batched request: revokes, deletes and server
+// changes are there, use events are not), and when that is newer than what
+// prev was read at, waits for the read model to apply it and re-reads both;
+// otherwise prev still holds and only the expiry is checked again. So a
+// revoke, a delete, an expiry or a change of allowed_tools or
+// require_approval answered before the request applies to it, without the
+// request waiting for the projector to apply unrelated events. With the
+// stream unreachable it decides on the read model as every read does.
+func (v *Vault) CheckProxy(ctx context.Context, owner events.Owner, serverID, credentialID string, prev *ProxyCheck) (*ProxyCheck, error) {
+	var target uint64
+	if st := v.Store(); st != nil {
+		subjects := []string{events.ServerSubject(serverID)}
+		if credentialID != "" {
+			subjects = append(subjects, events.CredentialSubject(serverID, credentialID))
+		}
+		var err error
+		if target, err = v.lastSeqOf(ctx, st, subjects); err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			target = 0
+		}
 	}
-	var s domain.Server
+	now := v.now().Time
+	if prev != nil && target != 0 && target <= prev.seq {
+		if credentialID != "" {
+			if err := unusable(prev.cred, now); err != nil {
+				return nil, err
+			}
+		}
+		return prev, nil
+	}
+	if target > 0 {
+		if err := v.waitApplied(ctx, target); err != nil {
+			return nil, err
+		}
+	}
+	out := &ProxyCheck{seq: target}
 	err := v.DB.Snapshot(ctx, func(view projections.View) error {
 		var err error
-		if s, _, err = view.GetServer(ctx, owner, serverID); err != nil {
+		if out.server, _, err = view.GetServer(ctx, owner, serverID); err != nil {
 			if errors.Is(err, projections.ErrNotFound) {
 				return domain.ErrServerNotFound
 			}
@@ -139,16 +177,27 @@ func (v *Vault) CheckProxy(ctx context.Context, owner events.Owner, serverID, cr
 		if credentialID == "" {
 			return nil
 		}
-		c, err := view.GetCredential(ctx, owner, serverID, credentialID)
+		out.cred, err = view.GetCredential(ctx, owner, serverID, credentialID)
 		if errors.Is(err, projections.ErrNotFound) {
 			return ErrCredentialDeleted
 		}
 		if err != nil {
 			return err
 		}
-		return unusable(c, v.now().Time)
+		return unusable(out.cred, now)
 	})
-	return s, err
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Server is the server as read by the check.
+func (c *ProxyCheck) Server() domain.Server { return c.server }
+
+// lastSeqOf is the store seam of CheckProxy (see app/use.go).
+func (v *Vault) lastSeqOf(ctx context.Context, st *eventstore.Store, subjects []string) (uint64, error) {
+	return st.LastSeqOf(ctx, subjects...)
 }
 
 // ---- approvals ---------------------------------------------------------------

@@ -37,6 +37,7 @@ type session struct {
 	inflight   atomic.Int32
 	dead       atomic.Pointer[jsonrpc.Error] // set once the session can no longer reach upstream
 	listed     atomic.Bool                   // tools/list recorded for this session
+	check      atomic.Pointer[app.ProxyCheck] // the last check of server and credential
 	endOnce    sync.Once
 
 	progress sync.Map // progress token (fmt.Sprint) -> *progressRoute
@@ -174,10 +175,12 @@ func (s *session) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 		if e := s.dead.Load(); e != nil {
 			return nil, e
 		}
-		srv, err := s.p.vault.CheckProxy(ctx, s.owner, s.serverID, s.cred.ID)
+		chk, err := s.p.vault.CheckProxy(ctx, s.owner, s.serverID, s.cred.ID, s.check.Load())
 		if err != nil {
 			return nil, s.refuse(err)
 		}
+		s.check.Store(chk)
+		srv := chk.Server()
 		switch r := req.(type) {
 		case *mcp.ListToolsRequest:
 			return s.listTools(ctx, srv, r)
