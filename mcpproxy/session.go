@@ -35,8 +35,8 @@ type session struct {
 	ss         atomic.Pointer[mcp.ServerSession]
 	lastActive atomic.Int64 // unix nanoseconds of the last request's start or end
 	inflight   atomic.Int32
-	dead       atomic.Pointer[jsonrpc.Error] // set once the session can no longer reach upstream
-	listed     atomic.Bool                   // tools/list recorded for this session
+	dead       atomic.Pointer[jsonrpc.Error]  // set once the session can no longer reach upstream
+	listed     atomic.Bool                    // tools/list recorded for this session
 	check      atomic.Pointer[app.ProxyCheck] // the last check of server and credential
 	endOnce    sync.Once
 
