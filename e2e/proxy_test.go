@@ -752,3 +752,50 @@ func TestProxyUseSurvivesStreamOutage(t *testing.T) {
 		t.Fatalf("%d use events after the outage, want 3", n)
 	}
 }
+
+// A session answers as SSE streams by default, or with single JSON bodies
+// when the agent asks at initialize; go-sdk agents work with both.
+func TestProxyJSONResponses(t *testing.T) {
+	env := pxStart(t, mcpproxy.Options{})
+	up := pxServe(t, false, func(http.Header) bool { return true }, 0)
+	sid := tsCreateServer(t, env, up.URL, pxNever)
+	do := func(body, session string, extra map[string]string) vaulttest.Response {
+		h := map[string]string{"Accept": "application/json, text/event-stream", "Mcp-Protocol-Version": "2025-06-18"}
+		if session != "" {
+			h["Mcp-Session-Id"] = session
+		}
+		for k, v := range extra {
+			h[k] = v
+		}
+		return env.Do(t, vaulttest.Request{Method: "POST", Path: "/servers/" + sid + "/mcp", Body: body, Header: h})
+	}
+	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
+	for _, mode := range []string{"", "json"} {
+		r := do(init, "", map[string]string{mcpproxy.HeaderResponse: mode})
+		sess := r.Header.Get("Mcp-Session-Id")
+		if r.Status != http.StatusOK || sess == "" {
+			t.Fatalf("initialize (%q): %d %s", mode, r.Status, r.Body)
+		}
+		if n := do(`{"jsonrpc":"2.0","method":"notifications/initialized"}`, sess, nil); n.Status != http.StatusAccepted {
+			t.Fatalf("initialized: %d", n.Status)
+		}
+		r = do(`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"text":"j"}}}`, sess, nil)
+		ct := r.Header.Get("Content-Type")
+		if mode == "json" {
+			var msg struct {
+				Result struct {
+					Content []struct{ Text string } `json:"content"`
+				} `json:"result"`
+			}
+			if !strings.HasPrefix(ct, "application/json") || json.Unmarshal(r.Body, &msg) != nil || len(msg.Result.Content) == 0 || msg.Result.Content[0].Text != "echo:j" {
+				t.Fatalf("JSON mode answer %q: %s", ct, r.Body)
+			}
+		} else if !strings.HasPrefix(ct, "text/event-stream") || !strings.Contains(string(r.Body), "echo:j") {
+			t.Fatalf("SSE mode answer %q: %s", ct, r.Body)
+		}
+	}
+	a := pxMustConnect(t, env, sid, map[string]string{mcpproxy.HeaderResponse: "json"})
+	if got := pxMustCall(t, a, "echo", map[string]any{"text": "sdk"}); got != "echo:sdk" {
+		t.Fatalf("go-sdk agent in JSON mode: %q", got)
+	}
+}

@@ -47,6 +47,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strings"
 	"sync"
 	"time"
 
@@ -69,6 +70,9 @@ const (
 const (
 	// HeaderCredential names the credential a new session uses (optional).
 	HeaderCredential = "X-Vault-Credential-Id"
+	// HeaderResponse, "json" at initialize, makes the session answer each
+	// request with one JSON body instead of an SSE stream.
+	HeaderResponse = "X-Vault-Response"
 	// HeaderApproval carries an approval id on a tools/call request.
 	HeaderApproval = "X-Vault-Approval"
 	// MetaApproval is the _meta key that may carry the approval id instead
@@ -125,7 +129,8 @@ type Proxy struct {
 	dialer *upstream.Dialer
 	log    *slog.Logger
 	opts   Options
-	h      *mcp.StreamableHTTPHandler
+	h      *mcp.StreamableHTTPHandler // answers requests as SSE streams
+	hJSON  *mcp.StreamableHTTPHandler // answers requests as single JSON bodies
 	bare   *mcp.Server
 
 	mu       sync.Mutex
@@ -175,12 +180,20 @@ func New(v *app.Vault, d *upstream.Dialer, log *slog.Logger, o Options) *Proxy {
 		perOwner: map[string]int{}, gone: map[string]goneSession{}, stop: make(chan struct{})}
 	p.bare = mcp.NewServer(&mcp.Implementation{Name: "mcp-vault", Version: "1"},
 		&mcp.ServerOptions{SupportedProtocolVersions: legacyVersions})
-	p.h = mcp.NewStreamableHTTPHandler(p.getServer, &mcp.StreamableHTTPOptions{
-		// The vault authenticates every request with its API key; a
-		// browser cannot hold one, so DNS rebinding gains nothing.
-		DisableLocalhostProtection: true,
-		MaxRequestBodyBytes:        o.MaxMessageBytes,
-	})
+	for _, json := range []bool{false, true} {
+		h := mcp.NewStreamableHTTPHandler(p.getServer, &mcp.StreamableHTTPOptions{
+			// The vault authenticates every request with its API key; a
+			// browser cannot hold one, so DNS rebinding gains nothing.
+			DisableLocalhostProtection: true,
+			MaxRequestBodyBytes:        o.MaxMessageBytes,
+			JSONResponse:               json,
+		})
+		if json {
+			p.hJSON = h
+		} else {
+			p.h = h
+		}
+	}
 	go p.sweep()
 	return p
 }
@@ -250,7 +263,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.inflight.Add(1)
 			defer func() { s.touch(); s.inflight.Add(-1) }()
 		}
-		p.h.ServeHTTP(w, r)
+		s.handler.ServeHTTP(w, r)
 		return
 	}
 	if r.Method != http.MethodPost {
@@ -281,8 +294,16 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeRPCError(w, rpcID, rerr.code, rerr.msg, nil)
 		return
 	}
+	// A session answers as SSE streams (progress notifications stream
+	// through), or as single JSON bodies when the agent asked for them at
+	// initialize with "X-Vault-Response: json" (notifications of a request
+	// are then not delivered).
+	s.handler = p.h
+	if strings.EqualFold(r.Header.Get(HeaderResponse), "json") {
+		s.handler = p.hJSON
+	}
 	s.inflight.Add(1)
-	p.h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), pendingKey{}, s)))
+	s.handler.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), pendingKey{}, s)))
 	s.touch()
 	s.inflight.Add(-1)
 	if s.ss.Load() == nil {

@@ -30,6 +30,7 @@ type session struct {
 	serverID string
 	cred     domain.Credential // zero: none is sent
 	server   *mcp.Server
+	handler  *mcp.StreamableHTTPHandler // the SSE or the JSON handler, for the session's life
 	up       *upstream.Session
 
 	ss         atomic.Pointer[mcp.ServerSession]
