@@ -262,6 +262,9 @@ func relay[R mcp.Result](s *session, ctx context.Context, call func(context.Cont
 // scrubResult replaces any secret of the credential the upstream echoed
 // back in an answer.
 func scrubResult[R mcp.Result](s *session, res R) R {
+	if !s.up.HasSecrets() {
+		return res
+	}
 	b, err := json.Marshal(res)
 	if err != nil {
 		return res

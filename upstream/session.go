@@ -167,6 +167,10 @@ func (s *Session) CallError(ctx context.Context, err error) *jsonrpc.Error {
 // server could not answer (transport failure, timeout, rejected credential).
 const CodeRPCUpstream = -32043
 
+// HasSecrets reports whether the session's credential sends any value
+// worth redacting (false for "none").
+func (s *Session) HasSecrets() bool { return len(s.secrets) > 0 }
+
 // Scrub replaces every secret of the session's credential in text.
 func (s *Session) Scrub(text string) string { return scrub(text, s.secrets) }
 
