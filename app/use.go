@@ -54,32 +54,25 @@ type useQueue struct {
 	closed  atomic.Bool
 	mu      sync.RWMutex  // held for reading by enqueue, for writing by Drain's close
 	pending atomic.Int64  // reserved places not yet filled or released
-	backoff time.Duration // first retry delay (tests shorten it)
-	// appended and retried count jobs, for tests and metrics.
-	appended, retried atomic.Uint64
+	backoff time.Duration // first retry delay
 }
 
-// UseQueueOptions size the queue; zero fields take the defaults. Call
-// before the first use is recorded.
-type UseQueueOptions struct {
+// useQueueOptions size the queue; zero fields take the defaults (the
+// defaults are all the vault uses today; tests of the queue may shrink it).
+type useQueueOptions struct {
 	Size    int
 	Workers int
 	// Backoff is the first retry delay (doubling up to 5 s); 100 ms when zero.
 	Backoff time.Duration
 }
 
-// ConfigureUses sizes the use queue (optional; defaults otherwise).
-func (v *Vault) ConfigureUses(o UseQueueOptions) {
-	v.proxy.uses.once.Do(func() { v.startUses(o) })
-}
-
 func (v *Vault) uses() *useQueue {
 	q := &v.proxy.uses
-	q.once.Do(func() { v.startUses(UseQueueOptions{}) })
+	q.once.Do(func() { v.startUses(useQueueOptions{}) })
 	return q
 }
 
-func (v *Vault) startUses(o UseQueueOptions) {
+func (v *Vault) startUses(o useQueueOptions) {
 	q := &v.proxy.uses
 	if o.Size <= 0 {
 		o.Size = DefaultUseQueueSize
@@ -117,13 +110,11 @@ func (v *Vault) runJob(q *useQueue, job useJob) {
 		err := job.run(ctx)
 		cancel()
 		if err == nil {
-			q.appended.Add(1)
 			if job.done != nil {
 				job.done <- nil
 			}
 			return
 		}
-		q.retried.Add(1)
 		select {
 		case <-q.stop:
 			v.Log.Error("a recorded use could not be appended before shutdown", "event", job.what, "err", err)
@@ -289,13 +280,6 @@ func (v *Vault) DrainUses(ctx context.Context) {
 		close(q.stop)
 		<-finished
 	}
-}
-
-// UsesAppended reports how many queued records were appended and how many
-// attempts were retried (for tests and the bench).
-func (v *Vault) UsesAppended() (appended, retried uint64) {
-	q := v.uses()
-	return q.appended.Load(), q.retried.Load()
 }
 
 // ---- tool inventories ------------------------------------------------------
