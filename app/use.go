@@ -58,7 +58,7 @@ type useQueue struct {
 }
 
 // useQueueOptions size the queue; zero fields take the defaults (the
-// defaults are all the vault uses today; tests of the queue may shrink it).
+// defaults are all the vault uses; the queue test shrinks it).
 type useQueueOptions struct {
 	Size    int
 	Workers int
