@@ -184,7 +184,8 @@ func lcPrefill(tb testing.TB, js jetstream.JetStream, n int) (lcStream, uint64) 
 		msg := nats.NewMsg(events.SubjectFor(m.ServerID, m.AggregateID))
 		msg.Data = body
 		msg.Header.Set(jetstream.MsgIDHeader, m.ID)
-		if _, err := js.PublishMsgAsync(msg); err != nil {
+		// A loaded machine acks slowly: wait for room rather than fail.
+		if _, err := js.PublishMsgAsync(msg, jetstream.WithStallWait(30*time.Second)); err != nil {
 			tb.Fatal(err)
 		}
 	}
