@@ -140,6 +140,19 @@ func (b *bench) proxy(ctx context.Context, bin string, conc int, warm, dur time.
 		return err
 	}
 	b.reportProxy(straight, through)
+	// Context: one agent alone, where no call queues behind another, so
+	// the difference is the latency the vault adds to a call rather than
+	// CPU contention at saturation.
+	s1, t1, err := b.measureProxy(ctx, upURL, token, t.URL, 1, warm/2, dur/2)
+	if err != nil {
+		return err
+	}
+	p50 := func(r loadgen.Result) float64 { return r.P50Ms }
+	p99 := func(r loadgen.Result) float64 { return r.P99Ms }
+	b.fig("proxy_overhead_1agent_p50_ms", meanOf(t1, p50)-meanOf(s1, p50), "ms")
+	b.fig("proxy_overhead_1agent_p99_ms", meanOf(t1, p99)-meanOf(s1, p99), "ms")
+	b.fig("proxy_straight_1agent_p50_ms", meanOf(s1, p50), "ms")
+	b.runs["proxy_1agent_straight"], b.runs["proxy_1agent_through"] = s1, t1
 	return nil
 }
 
