@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/synadia-io/orbit.go/jetstreamext"
 )
 
 // LastOnSubject returns the data and sequence of the newest event on a
@@ -25,24 +24,36 @@ func (s *Store) LastOnSubject(ctx context.Context, subject string) ([]byte, uint
 }
 
 // LastSeqOf returns the highest sequence among the newest events of the
-// given literal subjects (0 when none has any), in one batched direct get.
-// A reader waits for the read model to reach it to see every change of
-// those subjects answered before the call, without waiting for unrelated
-// events (such as the use events the MCP endpoint keeps appending).
+// given literal subjects (0 when none has any), asking for each subject's
+// last message at once (direct gets in parallel: one round trip; a batched
+// direct get measured 1.3 ms against 0.15 ms for a single one). A reader
+// waits for the read model to reach it to see every change of those
+// subjects answered before the call, without waiting for unrelated events
+// (such as the use events the MCP endpoint keeps appending).
 func (s *Store) LastSeqOf(ctx context.Context, subjects ...string) (uint64, error) {
-	msgs, err := jetstreamext.GetLastMsgsFor(ctx, s.JS, s.cfg.Stream, subjects)
-	if err != nil {
-		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	if len(subjects) == 0 {
+		return 0, nil
 	}
+	type answer struct {
+		seq uint64
+		err error
+	}
+	answers := make(chan answer, len(subjects))
+	for _, subj := range subjects[1:] {
+		go func() {
+			_, seq, err := s.LastOnSubject(ctx, subj)
+			answers <- answer{seq, err}
+		}()
+	}
+	_, seq, err := s.LastOnSubject(ctx, subjects[0])
+	answers <- answer{seq, err}
 	var last uint64
-	for m, err := range msgs {
-		if err != nil {
-			if errors.Is(err, jetstreamext.ErrNoMessages) {
-				break
-			}
-			return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	for range subjects {
+		a := <-answers
+		if a.err != nil && err == nil {
+			err = a.err
 		}
-		last = max(last, m.Sequence)
+		last = max(last, a.seq)
 	}
-	return last, nil
+	return last, err
 }
