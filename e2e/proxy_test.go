@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -797,5 +798,55 @@ func TestProxyJSONResponses(t *testing.T) {
 	a := pxMustConnect(t, env, sid, map[string]string{mcpproxy.HeaderResponse: "json"})
 	if got := pxMustCall(t, a, "echo", map[string]any{"text": "sdk"}); got != "echo:sdk" {
 		t.Fatalf("go-sdk agent in JSON mode: %q", got)
+	}
+}
+
+// The newest usable credential is the default; X-Vault-Credential-Id picks
+// another; a credential that expires, or is deleted, during a session is
+// not sent again.
+func TestProxyCredentialSelection(t *testing.T) {
+	env := pxStart(t, mcpproxy.Options{})
+	var lastAuth atomic.Value
+	up := pxServe(t, false, func(h http.Header) bool {
+		lastAuth.Store(h.Get("Authorization"))
+		return strings.HasPrefix(h.Get("Authorization"), "Bearer px-sel-")
+	}, 0)
+	sid := tsCreateServer(t, env, up.URL, pxNever)
+	older := env.MustCreateCredential(t, "", sid, map[string]any{"bearer_token": "px-sel-older-0001"})["id"].(string)
+	expiry := time.Now().Add(3 * time.Second)
+	env.MustCreateCredential(t, "", sid, map[string]any{"bearer_token": "px-sel-newer-0002",
+		"expires_at": expiry.UTC().Format(time.RFC3339Nano)})
+
+	a := pxMustConnect(t, env, sid, nil)
+	pxMustCall(t, a, "echo", map[string]any{"text": "1"})
+	if got := lastAuth.Load(); got != "Bearer px-sel-newer-0002" {
+		t.Fatalf("default credential sent %v, want the newest usable", got)
+	}
+	b := pxMustConnect(t, env, sid, map[string]string{mcpproxy.HeaderCredential: older})
+	pxMustCall(t, b, "echo", map[string]any{"text": "2"})
+	if got := lastAuth.Load(); got != "Bearer px-sel-older-0001" {
+		t.Fatalf("X-Vault-Credential-Id sent %v, want the named credential", got)
+	}
+	// The newer credential expires: its session stops sending it.
+	time.Sleep(time.Until(expiry) + 300*time.Millisecond)
+	before := len(up.Rec.all())
+	if _, rpc := pxCall(t, a, "echo", map[string]any{"text": "3"}); rpc == nil || !strings.Contains(rpc.Message, "credential_expired") {
+		t.Fatalf("call after expiry: %+v", rpc)
+	}
+	if after := len(up.Rec.all()); after != before {
+		t.Fatalf("%d requests reached the upstream after the expiry", after-before)
+	}
+	// A new session now defaults to the older credential, the only usable one.
+	c := pxMustConnect(t, env, sid, nil)
+	pxMustCall(t, c, "echo", map[string]any{"text": "4"})
+	if got := lastAuth.Load(); got != "Bearer px-sel-older-0001" {
+		t.Fatalf("after expiry the default sent %v", got)
+	}
+	// Deleting the credential stops its sessions too.
+	if r := env.Do(t, vaulttest.Request{Method: "DELETE", Path: "/servers/" + sid + "/credentials/" + older}); r.Status != http.StatusOK {
+		t.Fatalf("delete: %d %s", r.Status, r.Body)
+	}
+	if _, rpc := pxCall(t, b, "echo", map[string]any{"text": "5"}); rpc == nil || !strings.Contains(rpc.Message, "credential_deleted") {
+		t.Fatalf("call after delete: %+v", rpc)
 	}
 }
