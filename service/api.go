@@ -17,8 +17,10 @@ import (
 	"github.com/mcpvault/vault/app"
 	"github.com/mcpvault/vault/eventstore"
 	"github.com/mcpvault/vault/httpapi"
+	"github.com/mcpvault/vault/mcpproxy"
 	"github.com/mcpvault/vault/projections"
 	"github.com/mcpvault/vault/seal"
+	"github.com/mcpvault/vault/upstream"
 )
 
 // API is the API process.
@@ -39,6 +41,8 @@ type API struct {
 	Log         *slog.Logger
 	Tester      app.Tester // optional; default: the upstream MCP client
 	Now         func() time.Time
+	// MCP bounds the MCP endpoint's sessions (zero fields: mcpproxy defaults).
+	MCP mcpproxy.Options
 }
 
 // Run serves until ctx ends, then shuts down gracefully.
@@ -76,12 +80,23 @@ func (a *API) Run(ctx context.Context) error {
 		}
 	}()
 
+	// The MCP endpoint; at shutdown its sessions end first, then the queued
+	// use records are appended (DrainUses) before the process exits.
+	proxy := mcpproxy.New(v, &upstream.Dialer{AllowPrivate: a.AllowPrivate, UserAgent: "mcp-vault/1"}, a.Log, a.MCP)
+	defer func() {
+		proxy.Close()
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		v.DrainUses(dctx)
+	}()
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newProjectorCollector(db))
-	h := &httpapi.Handler{Vault: v, Log: a.Log, Keys: a.Keys, RateLimit: a.RateLimit, Registry: reg,
+	h := &httpapi.Handler{Vault: v, Log: a.Log, Keys: a.Keys, RateLimit: a.RateLimit, Registry: reg, MCP: proxy,
 		Ready: func(ctx context.Context) (bool, any) { return ready(ctx, v, nc.IsConnected()) }}
 	srv := &http.Server{Handler: h.Routes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	srv.RegisterOnShutdown(proxy.Close) // open MCP streams would hold Shutdown otherwise
 	ln := a.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", a.HTTPAddr); err != nil {

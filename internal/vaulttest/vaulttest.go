@@ -24,6 +24,7 @@ import (
 	"github.com/mcpvault/vault/app"
 	"github.com/mcpvault/vault/eventstore"
 	"github.com/mcpvault/vault/httpapi"
+	"github.com/mcpvault/vault/mcpproxy"
 	"github.com/mcpvault/vault/seal"
 	"github.com/mcpvault/vault/service"
 )
@@ -48,6 +49,7 @@ type Options struct {
 	// StartAPI and returns the host:port the API dials instead (a
 	// faultnet proxy in between, for tests that lose the stream's answers).
 	APINATS func(natsAddr string) string
+	MCP     mcpproxy.Options // the MCP endpoint's limits (zero: defaults)
 }
 
 // Env is one running vault.
@@ -194,7 +196,7 @@ func (e *Env) StartAPI() {
 		Keys:       []httpapi.APIKey{{Account: "acct_a", Key: KeyA}, {Account: "acct_b", Key: KeyB}},
 		MasterKeys: e.Keyring, AllowPrivate: e.opts.AllowPrivate, RateLimit: e.opts.RateLimit,
 		GroupCommit: e.opts.GroupCommit,
-		Log:         e.Logger("api"), Tester: e.opts.Tester, Now: e.opts.Now}
+		Log:         e.Logger("api"), Tester: e.opts.Tester, Now: e.opts.Now, MCP: e.opts.MCP}
 	e.api = start(a.Run)
 	e.WaitReady()
 }
