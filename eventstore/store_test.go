@@ -7,11 +7,12 @@ import (
 	"testing"
 
 	"github.com/mcpvault/vault/eventstore"
+	"github.com/mcpvault/vault/internal/natsserver"
 )
 
 func MustStore(tb testing.TB) *eventstore.Store {
 	tb.Helper()
-	srv, err := eventstore.StartEmbedded(eventstore.EmbeddedOptions{Listen: "127.0.0.1:0", StoreDir: tb.TempDir()})
+	srv, err := natsserver.Start(natsserver.Options{Listen: "127.0.0.1:0", StoreDir: tb.TempDir()})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -14,7 +14,9 @@ import (
 // Projector consumes the event stream in order and applies it to the SQLite
 // read model, with the last applied sequence in the same transaction.
 type Projector struct {
-	NATSURL       string
+	NATSURL string
+	// NATSAuth is the projector's NATS identity (role projector unless set).
+	NATSAuth      eventstore.Auth
 	Stream        string
 	Replicas      int // stream replicas when the vault creates them (default 1)
 	ReadModelPath string
@@ -33,12 +35,14 @@ func (p *Projector) Run(ctx context.Context) error {
 		return err
 	}
 	defer db.Close()
-	nc, err := eventstore.Connect(p.NATSURL, "vault-projector")
+	nc, err := eventstore.Dial(p.NATSURL, "vault-projector", projectorAuth(p.NATSAuth, p.Log))
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	st, err := eventstore.OpenWhenReady(ctx, nc, eventstore.Config{Stream: p.Stream, Replicas: p.Replicas}, func(err error) {
+	// The projector binds to the streams the API creates: its NATS user may
+	// not create or change streams.
+	st, err := eventstore.BindWhenReady(ctx, nc, eventstore.Config{Stream: p.Stream, Replicas: p.Replicas}, func(err error) {
 		p.Log.Warn("waiting for the event stream", "err", err)
 	})
 	if err != nil {
@@ -110,4 +114,15 @@ func (p *Projector) shred(ctx context.Context, st *eventstore.Store, ids []strin
 			p.Log.Warn("destroying data key failed; will retry on replay", "credential_id", id, "err", err)
 		}
 	}
+}
+
+// projectorAuth defaults the role of the projector's (and a rebuild's) NATS identity.
+func projectorAuth(a eventstore.Auth, log *slog.Logger) eventstore.Auth {
+	if a.Role == "" {
+		a.Role = eventstore.RoleProjector
+	}
+	if a.Log == nil {
+		a.Log = log
+	}
+	return a
 }
