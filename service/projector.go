@@ -45,6 +45,9 @@ func (p *Projector) Run(ctx context.Context) error {
 	st, err := eventstore.BindWhenReady(ctx, nc, eventstore.Config{Stream: p.Stream, Replicas: p.Replicas}, func(err error) {
 		p.Log.Warn("waiting for the event stream", "err", err)
 	})
+	if ctx.Err() != nil {
+		return nil // stopped before the stream was created
+	}
 	if err != nil {
 		return err
 	}
