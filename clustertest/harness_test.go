@@ -220,6 +220,8 @@ type load struct {
 	mu      sync.Mutex
 	acked   map[string]string // logical name -> credential id from the 201
 	okTimes []time.Time       // completion time of every 201
+	okStart []time.Time       // start of the attempt answered 201, same order
+	slowest time.Duration     // longest time from a logical create's first attempt to its 201
 	errs    map[string]int    // non-201 outcomes by kind
 	pending int               // logical creates never answered 201
 	servers []string
@@ -247,6 +249,7 @@ func runLoad(e *env, clients int, stop <-chan struct{}, pick func(client, attemp
 				}
 				name := fmt.Sprintf("c%02d-%05d", c, i)
 				giveUp := time.Time{}
+				first := time.Now()
 				for attempt := 0; ; attempt++ {
 					select {
 					case <-stop:
@@ -262,6 +265,7 @@ func runLoad(e *env, clients int, stop <-chan struct{}, pick func(client, attemp
 						break
 					}
 					r := pick(c, attempt)
+					sent := time.Now()
 					a := do(context.Background(), r, "POST", "/servers/"+l.servers[c]+"/credentials", l.user,
 						map[string]any{"name": name, "bearer_token": "tok-" + name + "-0123456789"},
 						map[string]string{"Idempotency-Key": name})
@@ -273,6 +277,8 @@ func runLoad(e *env, clients int, stop <-chan struct{}, pick func(client, attemp
 						}
 						l.acked[name] = id
 						l.okTimes = append(l.okTimes, time.Now())
+						l.okStart = append(l.okStart, sent)
+						l.slowest = max(l.slowest, time.Since(first))
 						l.mu.Unlock()
 						break
 					}
@@ -343,6 +349,22 @@ func (l *load) maxGap(from, to time.Time) (gap time.Duration, end time.Time) {
 	return gap, end
 }
 
+// firstOKAfter is how long after t the first 201 came back for an attempt
+// sent after t (-1 if none).
+func (l *load) firstOKAfter(t time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	best := time.Duration(-1)
+	for i, s := range l.okStart {
+		if s.After(t) {
+			if d := l.okTimes[i].Sub(t); best < 0 || d < best {
+				best = d
+			}
+		}
+	}
+	return best
+}
+
 func (l *load) summary() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -351,7 +373,8 @@ func (l *load) summary() string {
 		kinds = append(kinds, fmt.Sprintf("%s x%d", k, n))
 	}
 	sort.Strings(kinds)
-	return fmt.Sprintf("%d acknowledged, %d never answered 201; retried answers: %s", len(l.acked), l.pending, strings.Join(kinds, ", "))
+	return fmt.Sprintf("%d acknowledged, %d never answered 201, slowest logical create %s; retried answers: %s",
+		len(l.acked), l.pending, l.slowest.Round(10*time.Millisecond), strings.Join(kinds, ", "))
 }
 
 // eventually polls cond until it holds or timeout passes.
