@@ -72,6 +72,7 @@ Flags:
 	tlsCert := fs.String("tls-cert", "", "this node's certificate (PEM); with --tls-key and --tls-ca enables TLS for clients and routes")
 	tlsKey := fs.String("tls-key", "", "this node's key (PEM)")
 	tlsCA := fs.String("tls-ca", "", "the CA that signs clients and nodes (PEM)")
+	authOnly := fs.Bool("auth-only", false, "print only the users block (e.g. for the NATS Helm chart, see deploy/k8s)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -83,7 +84,7 @@ Flags:
 	if err != nil {
 		return err
 	}
-	node := deploy.NATSNode{ServerName: *name, Listen: *listen, StoreDir: *store, Stream: *stream, Passwords: pw}
+	node := deploy.NATSNode{ServerName: *name, Listen: *listen, StoreDir: *store, Stream: *stream, Passwords: pw, AuthOnly: *authOnly}
 	if *tlsCert != "" || *tlsKey != "" || *tlsCA != "" {
 		if *tlsCert == "" || *tlsKey == "" || *tlsCA == "" {
 			return fmt.Errorf("nats-config: TLS needs --tls-cert, --tls-key and --tls-ca")
