@@ -80,7 +80,15 @@ generated passwords and dev keys live under $VAULT_DATA_DIR/cluster (default ./d
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logs := os.Stderr
-	nodes, err := cluster.StartNodes(cluster.NodeOptions{Dir: dir, Vault: self, Stream: stream, Passwords: pw, RoutePassword: route, Out: logs})
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	natsLog, err := os.OpenFile(filepath.Join(dir, "nats.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer natsLog.Close()
+	nodes, err := cluster.StartNodes(cluster.NodeOptions{Dir: dir, Vault: self, Stream: stream, Passwords: pw, RoutePassword: route, Out: natsLog})
 	if err != nil {
 		return err
 	}
@@ -120,6 +128,7 @@ generated passwords and dev keys live under $VAULT_DATA_DIR/cluster (default ./d
 	for _, r := range replicas {
 		fmt.Fprintf(&b, "    %s  %s\n", r.Name, r.HTTPAddr)
 	}
+	fmt.Fprintf(&b, "  NATS logs: %s/nats.log\n", dir)
 	fmt.Fprintf(&b, "  dev API key (from %s/dev-api-keys):\n    %s\n", dir, key)
 	fmt.Fprintf(&b, "  audit events: nats --server \"$(cat %s/audit.url)\" sub 'vault.>'\n\n", credDir)
 	fmt.Print(b.String())
