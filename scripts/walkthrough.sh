@@ -17,7 +17,7 @@ awk '/<!-- walkthrough -->/{on=1; next} /<!-- \/walkthrough -->/{on=0} on && !/^
 sed -i \
   -e "s#127.0.0.1:8080#127.0.0.1:$http#g" \
   -e "s#127.0.0.1:9090#127.0.0.1:$up#g" \
-  -e "s#go run ./examples/mcpserver#go run ./examples/mcpserver -addr 127.0.0.1:$up#" \
+  -e "s#^bin/mcpserver &#bin/mcpserver -addr 127.0.0.1:$up \&#" \
   -e "s#data/#$work/data/#g" \
   "$work/steps.sh"
 
@@ -40,5 +40,6 @@ grep -q '"object":"mcp.server.test","connected":true' "$out" || fail "testServer
 grep -q '"authorization_preview":"\*\*\*\*...1234"' "$out" || fail "the list did not show the credential"
 grep -q '"revoked_at":"' "$out" || fail "the revoke did not answer a revoked credential"
 grep -q 'mcp.credential.revoked' "$out" || fail "the audit follower did not receive the revoke event"
-if ss -ltn 2>/dev/null | grep -qE "127.0.0.1:($http|$up|$nats)\b"; then fail "a port is still taken after the last step"; fi
+for i in $(seq 50); do ss -ltn 2>/dev/null | grep -qE "127.0.0.1:($http|$up|$nats)\b" || break; sleep 0.1; done
+if taken=$(ss -ltnp 2>/dev/null | grep -E "127.0.0.1:($http|$up|$nats)\b"); then fail "still listening 5 s after the last step: $taken"; fi
 echo "walkthrough: OK (every step ran; testServer connected; audit events followed; all stopped)"
