@@ -116,7 +116,7 @@ func leaderFault(t *testing.T, name string, fault func(*cluster.Node) error) {
 	var electedAt atomic.Value
 	go func() {
 		for time.Since(faultAt) < 60*time.Second {
-			lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			lctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 			n, err := e.nodes.Leader(lctx, "VAULT")
 			cancel()
 			if err == nil && n != leader {
