@@ -215,6 +215,9 @@ func TestReplicaSIGKILLMidLoad(t *testing.T) {
 	gap, _ := l.maxGap(killedAt, time.Now())
 	t.Log(l.summary())
 	figure(t, "replica_sigkill_longest_write_gap", gap.Round(10*time.Millisecond).Seconds(), "s")
+	if gap > 2*time.Second {
+		t.Errorf("writes stopped for %s while A was down: B should have kept answering", gap)
+	}
 	sameReadModels(t, e, l)
 }
 
