@@ -149,18 +149,18 @@ func newReadiness(v *app.Vault, connected func() bool) *readinessCheck {
 // streamStatus returns the cached stream status, refreshing it when older
 // than readinessTTL (one refresh at a time; concurrent callers wait for it).
 func (rc *readinessCheck) streamStatus(ctx context.Context) componentStatus {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	if !rc.at.IsZero() && time.Since(rc.at) < readinessTTL {
-		return rc.stream
-	}
-	// The local checks are free and not cached.
+	// The local checks are free and never cached.
 	st := rc.v.Store()
 	switch {
 	case !rc.connected():
 		return componentStatus{Reason: "not connected to NATS"}
 	case st == nil:
 		return componentStatus{Reason: "event stream not bound yet"}
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if !rc.at.IsZero() && time.Since(rc.at) < readinessTTL {
+		return rc.stream
 	}
 	s := componentStatus{OK: true}
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
