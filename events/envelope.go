@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -123,7 +124,7 @@ func Unmarshal(b []byte) (Record, error) {
 
 // Decode turns an envelope into its current-version event.
 func Decode(env Envelope) (Event, error) {
-	dec, ok := registry[env.Type]
+	dec, ok := (*decoders.Load())[env.Type]
 	if !ok {
 		return nil, fmt.Errorf("events: unknown type %q", env.Type)
 	}
@@ -150,7 +151,30 @@ func decodeV1[E Event](version int, data []byte) (Event, error) {
 	return e, nil
 }
 
-var registry = map[string]func(int, []byte) (Event, error){
+// Decoder turns the data of one event type at a schema version into the
+// current event (upcasting older versions).
+type Decoder func(version int, data []byte) (Event, error)
+
+// decoders is the registry in use (replaced whole by RegisterDecoder).
+var decoders atomic.Pointer[map[string]Decoder]
+
+func init() { decoders.Store(&registry) }
+
+// RegisterDecoder installs dec for wire type typ, replacing any decoder of
+// that type, and returns a function restoring the previous registry. It lets
+// a test play a newer build that knows an event this one does not.
+func RegisterDecoder(typ string, dec Decoder) (restore func()) {
+	old := decoders.Load()
+	next := make(map[string]Decoder, len(*old)+1)
+	for k, v := range *old {
+		next[k] = v
+	}
+	next[typ] = dec
+	decoders.Store(&next)
+	return func() { decoders.Store(old) }
+}
+
+var registry = map[string]Decoder{
 	TypeServerCreated:     decodeV1[ServerCreated],
 	TypeServerUpdated:     decodeV1[ServerUpdated],
 	TypeServerDeleted:     decodeV1[ServerDeleted],
@@ -177,14 +201,26 @@ func CredentialSubject(serverID, credentialID string) string {
 	return SubjectPrefix + serverID + ".credential." + credentialID
 }
 
-// ServerTree is the subject filter covering a server and all its credentials:
-// the consistency boundary of every write.
+// UseSubject is the subject of a credential's use events
+// (mcp.credential.used). Uses have their own subject so that they never
+// conflict with, nor hide, the credential's state changes (scheme v2; v1
+// streams have them on the credential subject).
+func UseSubject(serverID, credentialID string) string {
+	return CredentialSubject(serverID, credentialID) + ".used"
+}
+
+// ServerTree is the subject filter covering a server and everything under
+// it, for consumers; writes check literal subjects only.
 func ServerTree(serverID string) string { return SubjectPrefix + serverID + ".>" }
 
-// SubjectFor returns the subject of an event about aggregateID under serverID.
-func SubjectFor(serverID, aggregateID string) string {
-	if strings.HasPrefix(aggregateID, "mcp_cred_") {
-		return CredentialSubject(serverID, aggregateID)
+// SubjectOf returns the subject an event is stored on.
+func SubjectOf(r Record) string {
+	switch r.Event.(type) {
+	case CredentialUsed:
+		return UseSubject(r.ServerID, r.AggregateID)
 	}
-	return ServerSubject(serverID)
+	if strings.HasPrefix(r.AggregateID, "mcp_cred_") {
+		return CredentialSubject(r.ServerID, r.AggregateID)
+	}
+	return ServerSubject(r.ServerID)
 }

@@ -119,12 +119,17 @@ func Bind(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if cfg.Stream == "" {
 		cfg.Stream = "VAULT"
 	}
+	if cfg.AttemptTimeout == 0 {
+		cfg.AttemptTimeout = 2 * time.Second
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{NC: nc, JS: js, cfg: cfg}
-	if s.events, err = js.Stream(ctx, cfg.Stream); err != nil {
+	s := &Store{NC: nc, JS: js, cfg: cfg,
+		events: newLeaderGets(nc, cfg.Stream, cfg.AttemptTimeout),
+		keyGet: newLeaderGets(nc, cfg.KeysStreamName(), cfg.AttemptTimeout)}
+	if s.stream, err = js.Stream(ctx, cfg.Stream); err != nil {
 		return nil, fmt.Errorf("eventstore: stream %s: %w", cfg.Stream, err)
 	}
 	if s.keys, err = js.Stream(ctx, cfg.KeysStreamName()); err != nil {
@@ -168,7 +173,7 @@ var ErrNoQuorum = errors.New("eventstore: stream cannot take writes")
 // returns the event stream's last sequence.
 func (s *Store) WriteHealth(ctx context.Context) (uint64, error) {
 	var last uint64
-	for i, st := range []jetstream.Stream{s.events, s.keys} {
+	for i, st := range []jetstream.Stream{s.stream, s.keys} {
 		info, err := st.Info(ctx)
 		if err != nil {
 			return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)

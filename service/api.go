@@ -36,12 +36,12 @@ type API struct {
 	MasterKeys    *seal.Keyring
 	AllowPrivate  bool
 	RateLimit     float64
-	// NoGroupCommit publishes each write on its own instead of committing
-	// concurrent writes together as atomic batches (see eventstore).
-	NoGroupCommit bool
-	Log           *slog.Logger
-	Tester        app.Tester // optional; default: the upstream MCP client
-	Now           func() time.Time
+	// GroupCommit commits concurrent writes together as JetStream atomic
+	// batches (worth it when every write is fsynced; see eventstore).
+	GroupCommit bool
+	Log         *slog.Logger
+	Tester      app.Tester // optional; default: the upstream MCP client
+	Now         func() time.Time
 }
 
 // Run serves until ctx ends, then shuts down gracefully.
@@ -69,23 +69,26 @@ func (a *API) Run(ctx context.Context) error {
 		tester = newUpstreamTester(a.AllowPrivate)
 	}
 	v := &app.Vault{DB: db, Keys: a.MasterKeys, Log: a.Log, Now: a.Now, Tester: tester}
+	defer func() { // stops the group committers; runs before nc.Close
+		if st := v.Store(); st != nil {
+			st.Close()
+		}
+	}()
 	bindCtx, stopBind := context.WithCancel(ctx)
 	defer stopBind()
 	go func() {
-		st, err := eventstore.OpenWhenReady(bindCtx, nc, eventstore.Config{Stream: a.Stream, Replicas: a.Replicas}, func(err error) {
+		st, err := eventstore.OpenWhenReady(bindCtx, nc, eventstore.Config{Stream: a.Stream, Replicas: a.Replicas, GroupCommit: a.GroupCommit}, func(err error) {
 			a.Log.Warn("event stream not available yet; writes answer 503", "err", err)
 		})
 		if err == nil {
-			if !a.NoGroupCommit {
-				st.EnableGroupCommit(2)
-			}
 			v.SetStore(st)
 			a.Log.Info("event stream bound", "stream", a.Stream)
 		}
 	}()
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newProjectorCollector(db))
 	h := &httpapi.Handler{Vault: v, Log: a.Log, Keys: a.Keys, RateLimit: a.RateLimit, Registry: reg,
 		Ready: newReadiness(v, nc.IsConnected).check}
 	srv := &http.Server{Handler: h.Routes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
@@ -116,6 +119,10 @@ type readiness struct {
 	Status    string          `json:"status"`
 	Stream    componentStatus `json:"stream"`
 	ReadModel componentStatus `json:"read_model"`
+	// Projector is pending work that does not make the process unready
+	// (held servers, key destructions being retried); Reasons says it.
+	Projector projectorDetail `json:"projector"`
+	Reasons   []string        `json:"reasons,omitempty"`
 }
 
 type componentStatus struct {
@@ -194,6 +201,7 @@ func (rc *readinessCheck) check(ctx context.Context) (bool, any) {
 		}
 		cancel()
 	}
+	r.Projector, r.Reasons = projectorReasons(ctx, v.DB)
 	if !r.Stream.OK || !r.ReadModel.OK {
 		r.Status = "not_ready"
 		return false, r

@@ -96,7 +96,7 @@ func TestTLSNodeFromTheDeployTemplate(t *testing.T) {
 	if err != nil {
 		t.Fatalf("api opens the streams over TLS: %v", err)
 	}
-	if _, err := st.AppendUnchecked(ctx, "vault.mcp_srv_1.server", []byte(`{}`), "m1"); err != nil {
+	if _, err := st.Append(ctx, "vault.mcp_srv_1.server", []byte(`{}`), eventstore.MsgID("m1")); err != nil {
 		t.Fatalf("append over TLS: %v", err)
 	}
 

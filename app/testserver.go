@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/mcpvault/vault/domain"
 	"github.com/mcpvault/vault/events"
@@ -16,7 +15,7 @@ import (
 // credential (credentialID, or else the newest usable one, or none) and lists
 // its tools. Each use of a credential is recorded as an event before the
 // answer, so last_used_at keeps the read-your-writes promise.
-func (v *Vault) TestServer(ctx context.Context, owner events.Owner, serverID, credentialID string) (TestResult, error) {
+func (v *Vault) TestServer(ctx context.Context, in Intent, owner events.Owner, serverID, credentialID string) (TestResult, error) {
 	if !domain.ValidServerID(serverID) {
 		return TestResult{}, domain.ErrServerNotFound
 	}
@@ -32,6 +31,9 @@ func (v *Vault) TestServer(ctx context.Context, owner events.Owner, serverID, cr
 	)
 	now := v.now()
 	err := v.DB.Snapshot(ctx, func(view projections.View) error {
+		if err := view.Held(ctx, owner, serverID); err != nil {
+			return err // the projector holds it: 503 aggregate_held
+		}
 		var err error
 		if srv, _, err = view.GetServer(ctx, owner, serverID); err != nil {
 			if errors.Is(err, projections.ErrNotFound) {
@@ -73,7 +75,11 @@ func (v *Vault) TestServer(ctx context.Context, owner events.Owner, serverID, cr
 			return TestResult{}, ErrUnavailable
 		}
 	}
-	res := v.Tester.Test(ctx, srv.ServerURL, cred, secret, srv.AllowedTools)
+	// From here the credential is sent: the probe runs to its end (bounded
+	// by the tester's own timeout) whether or not the client waits, so the
+	// use it records and the answer remembered under an Idempotency-Key are
+	// the upstream's, not a cancellation caused by the client leaving.
+	res := v.Tester.Test(context.WithoutCancel(ctx), srv.ServerURL, cred, secret, srv.AllowedTools)
 	if cred.ID != "" && res.Sent {
 		use := events.CredentialUsed{Operation: "test", Outcome: "connected", ToolCount: len(res.ToolNames),
 			TargetHost: res.TargetHost}
@@ -84,9 +90,15 @@ func (v *Vault) TestServer(ctx context.Context, owner events.Owner, serverID, cr
 		if err != nil {
 			return TestResult{}, err
 		}
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		rec := recs[0]
+		rec.ID = in.EventID
+		st := v.Store()
+		if st == nil {
+			return TestResult{}, ErrUnavailable
+		}
+		wctx, cancel := v.writeContext(ctx)
 		defer cancel()
-		if _, err := v.append(wctx, serverID, recs, 0, false); err != nil {
+		if res.Seq, err = v.appendEvent(wctx, st, rec, "", 0); err != nil {
 			return TestResult{}, err
 		}
 	}
