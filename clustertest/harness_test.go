@@ -119,6 +119,15 @@ func start(t *testing.T) *env {
 			t.Fatalf("%v\n%s", err, tail(logs.String(), 100))
 		}
 	}
+	// The cluster is up when both projectors follow the stream: /readyz of
+	// an empty stream cannot tell (nothing to apply yet), so write through
+	// each replica and wait until the other one serves it.
+	for _, p := range [][2]*cluster.Replica{{e.A, e.B}, {e.B, e.A}} {
+		srv := e.mustServer(p[0], "warmup")
+		eventually(t, 60*time.Second, p[1].Name+" serves a write made through "+p[0].Name, func() bool {
+			return do(context.Background(), p[1], "GET", "/servers/"+srv, "warmup", nil, nil).status == 200
+		})
+	}
 	return e
 }
 

@@ -159,7 +159,9 @@ func BindWhenReady(ctx context.Context, nc *nats.Conn, cfg Config, onRetry func(
 			return nil, ctx.Err()
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, 2*time.Second)
+		// Short: the API creates the streams at any moment, and a
+		// projector that binds late leaves its replica's reads waiting.
+		wait = min(2*wait, 500*time.Millisecond)
 	}
 }
 
