@@ -52,6 +52,20 @@ func (v *Vault) sign(ctx context.Context, st *eventstore.Store, subject string, 
 	return []eventstore.AppendOption{eventstore.Headers(v.Audit.Sign(subject, body, link))}, nil
 }
 
+// signBody is sign for an event already marshalled (the use and tool
+// inventory appends of app/use.go).
+func (v *Vault) signBody(ctx context.Context, st *eventstore.Store, subject string, body []byte,
+	expectSubject string, expectSeq uint64) ([]eventstore.AppendOption, error) {
+	if v.Audit == nil {
+		return nil, nil
+	}
+	rec, err := events.Unmarshal(body)
+	if err != nil {
+		return nil, err
+	}
+	return v.sign(ctx, st, subject, body, rec, expectSubject, expectSeq)
+}
+
 // linkFor is the chain link of a state-changing event appended on subject.
 func (v *Vault) linkFor(ctx context.Context, st *eventstore.Store, subject string, rec events.Record,
 	expectSubject string, expectSeq uint64) (audit.Link, error) {

@@ -188,12 +188,14 @@ var registry = map[string]Decoder{
 
 	TypeCredentialExpiringSoon: decodeV1[CredentialExpiringSoon],
 	TypeCredentialExpired:      decodeV1[CredentialExpired],
+	TypeServerToolsChanged:     decodeV1[ServerToolsChanged],
 }
 
 // Types lists every wire name, for documentation and tests.
 func Types() []string {
 	return []string{TypeServerCreated, TypeServerUpdated, TypeServerDeleted,
 		TypeCredentialCreated, TypeCredentialRevoked, TypeCredentialDeleted, TypeCredentialUsed,
+		TypeServerToolsChanged,
 		TypeCredentialExpiringSoon, TypeCredentialExpired, TypeOwnerErased, TypeKeysRewrapped, TypeAuditRejected}
 }
 

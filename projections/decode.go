@@ -65,6 +65,7 @@ var fastTypes = map[string]struct {
 	events.TypeOwnerErased:            {events.OwnerErased{}.SchemaVersion(), decodeTyped[events.OwnerErased]},
 	events.TypeKeysRewrapped:          {events.KeysRewrapped{}.SchemaVersion(), decodeTyped[events.KeysRewrapped]},
 	events.TypeAuditRejected:          {events.AuditRejected{}.SchemaVersion(), decodeTyped[events.AuditRejected]},
+	events.TypeServerToolsChanged:     {events.ServerToolsChanged{}.SchemaVersion(), decodeTyped[events.ServerToolsChanged]},
 }
 
 // fastDecode decodes b in one pass when it is an event at its type's current

@@ -241,6 +241,11 @@ func (c *cli) rebuild(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return (&service.Rebuild{NATSURL: c.cfg.RoleURL("projector"), Stream: c.cfg.Stream, Replicas: c.cfg.Replicas,
+	natsURL, natsAuth, err := c.cfg.NATS("projector")
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUnreachable, err)
+	}
+	natsAuth.FailFast = true
+	return (&service.Rebuild{NATSURL: natsURL, NATSAuth: natsAuth, Stream: c.cfg.Stream, Replicas: c.cfg.Replicas,
 		ReadModelPath: c.cfg.ReadModelPath, Log: log, Progress: c.stderr, AuditKeys: keys, UnsignedUntil: unsignedUntil}).Run(ctx)
 }

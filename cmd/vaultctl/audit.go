@@ -25,18 +25,18 @@ import (
 	"github.com/mcpvault/vault/eventstore"
 )
 
-// connect dials NATS as role and binds to the event stream read-only.
+// connect dials NATS as role (the identity config.NATS finds: the role's
+// URL written by `vault run`, or VAULT_NATS_URL with VAULT_NATS_USER) and
+// binds to the event stream read-only.
 func (c *cli) connect(ctx context.Context, role string) (*nats.Conn, *eventstore.Reader, error) {
-	opts := []nats.Option{nats.Name("vaultctl-" + role), nats.Timeout(3 * time.Second),
-		nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
-	if role != "audit" {
-		// The api and projector users may only subscribe to their private
-		// reply prefix (deploy/nats: replies carry wrapped keys).
-		opts = append(opts, nats.CustomInboxPrefix("_INBOX_"+role))
-	}
-	nc, err := nats.Connect(c.cfg.RoleURL(role), opts...)
+	url, auth, err := c.cfg.NATS(role)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: NATS as %s: %v", errUnreachable, role, err)
+		return nil, nil, fmt.Errorf("%w: %v", errUnreachable, err)
+	}
+	auth.FailFast = true
+	nc, err := eventstore.Dial(url, "vaultctl-"+role, auth)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", errUnreachable, err)
 	}
 	bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()

@@ -22,6 +22,7 @@ import (
 	"github.com/mcpvault/vault/audit"
 	"github.com/mcpvault/vault/events"
 	"github.com/mcpvault/vault/eventstore"
+	"github.com/mcpvault/vault/internal/natsserver"
 	"github.com/mcpvault/vault/internal/vaulttest"
 )
 
@@ -48,7 +49,7 @@ type natsEnv struct {
 func mustNATS(t *testing.T) *natsEnv {
 	t.Helper()
 	dir := t.TempDir()
-	ns, err := eventstore.StartEmbedded(eventstore.EmbeddedOptions{Listen: "127.0.0.1:0", StoreDir: filepath.Join(dir, "jetstream")})
+	ns, err := natsserver.Start(natsserver.Options{Listen: "127.0.0.1:0", StoreDir: filepath.Join(dir, "jetstream")})
 	if err != nil {
 		t.Fatal(err)
 	}

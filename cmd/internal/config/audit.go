@@ -89,19 +89,3 @@ func (c Config) Expiry() (lead, interval time.Duration, err error) {
 	}
 	return lead, interval, nil
 }
-
-// RoleURL is the NATS URL for a role (api, projector, audit): VAULT_NATS_URL
-// when set, else the URL the embedded server of `make run` wrote to
-// $VAULT_DATA_DIR/nats-credentials/<role>.url, else the embedded server's
-// plain address.
-func (c Config) RoleURL(role string) string {
-	if !c.Embedded {
-		return c.NATSURL
-	}
-	if b, err := os.ReadFile(filepath.Join(c.DataDir, "nats-credentials", role+".url")); err == nil {
-		if u := strings.TrimSpace(string(b)); u != "" {
-			return u
-		}
-	}
-	return c.NATSURL
-}
