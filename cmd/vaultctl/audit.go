@@ -34,6 +34,9 @@ func (c *cli) connect(ctx context.Context, role string) (*nats.Conn, *eventstore
 		return nil, nil, fmt.Errorf("%w: %v", errUnreachable, err)
 	}
 	auth.FailFast = true
+	if role == eventstore.RoleAudit {
+		auth.Role = "" // the audit user replies on the default inbox (deploy/nats)
+	}
 	nc, err := eventstore.Dial(url, "vaultctl-"+role, auth)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", errUnreachable, err)
