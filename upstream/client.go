@@ -114,8 +114,9 @@ type Tester struct {
 	AllowPrivate bool
 	// Timeout bounds the whole test; 10s when zero.
 	Timeout time.Duration
-	// MaxResponseBytes caps each response body; 4 MiB when zero. For the
-	// HTTP+SSE transport the cap applies to the whole event stream.
+	// MaxResponseBytes caps each response body; 1 MiB when zero. For the
+	// HTTP+SSE transport the cap applies to the whole event stream. All
+	// responses of one session together are capped at 4 MiB.
 	MaxResponseBytes int64
 	// UserAgent is sent as User-Agent when not empty.
 	UserAgent string
@@ -128,9 +129,19 @@ type Tester struct {
 
 const (
 	defaultTimeout          = 10 * time.Second
-	defaultMaxResponseBytes = 4 << 20
-	maxToolPages            = 100
-	maxRedirects            = 3
+	defaultMaxResponseBytes = 1 << 20
+	// maxSessionBytes bounds all response bodies of one session together
+	// (every tools/list page), whatever the per-response cap.
+	maxSessionBytes = 4 << 20
+	// maxToolPages, maxTools and maxToolNamesBytes bound the tool list: a
+	// list beyond them is a response_too_large failure, so the test answer
+	// (and the idempotency record that keeps it) stays well under the NATS
+	// payload limit. maxCursorBytes bounds what the vault sends back.
+	maxToolPages      = 50
+	maxTools          = 1000
+	maxToolNamesBytes = 64 << 10
+	maxCursorBytes    = 4 << 10
+	maxRedirects      = 3
 	// clientProtocolVersion is sent in initialize. It is the newest version
 	// that still uses the initialize handshake, which every MCP server
 	// understands; servers negotiate down from it.
@@ -282,10 +293,13 @@ func parseServerURL(raw string) (*url.URL, string, *Error) {
 }
 
 // forbiddenHeaders may not be set by a "headers" credential: they are
-// hop-by-hop or framing headers the HTTP stack owns.
+// hop-by-hop or framing headers the HTTP stack owns, or the MCP transport's.
 var forbiddenHeaders = map[string]bool{
 	"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Connection": true,
 	"Upgrade": true, "Te": true, "Trailer": true, "Keep-Alive": true,
+	// Headers the MCP transport owns (API.md): replacing them breaks the protocol.
+	"Content-Type": true, "Accept": true, "Mcp-Session-Id": true, "Mcp-Protocol-Version": true,
+	"Last-Event-Id": true,
 }
 
 func validateAuth(a Auth) *Error {
@@ -382,6 +396,7 @@ type probe struct {
 // (sse=true) and returns the tool names or the classified failure.
 func (p *probe) session(ctx context.Context, sse bool) ([]string, *Error) {
 	a := &attempt{probe: p, testCtx: ctx}
+	a.budget.Store(maxSessionBytes)
 	httpClient := &http.Client{Transport: a, CheckRedirect: a.checkRedirect}
 	var transport mcp.Transport
 	if sse {
@@ -411,24 +426,46 @@ func (p *probe) session(ctx context.Context, sse bool) ([]string, *Error) {
 	seen := map[string]bool{}
 	seenCursors := map[string]bool{}
 	cursor := ""
-	for range maxToolPages {
+	namesBytes := 0
+	for pages := 0; ; pages++ {
+		if pages == maxToolPages {
+			return nil, a.tooManyTools("more than %d pages", maxToolPages)
+		}
 		page, err := cs.ListTools(ctx, &mcp.ListToolsParams{Cursor: cursor})
 		if err != nil {
 			return nil, a.outcome()
 		}
 		for _, tool := range page.Tools {
-			if tool != nil && !seen[tool.Name] {
-				seen[tool.Name] = true
-				names = append(names, tool.Name)
+			if tool == nil || seen[tool.Name] {
+				continue
 			}
+			if len(names) == maxTools {
+				return nil, a.tooManyTools("more than %d tools", maxTools)
+			}
+			namesBytes += len(tool.Name)
+			if namesBytes > maxToolNamesBytes {
+				return nil, a.tooManyTools("more than %d bytes of tool names", maxToolNamesBytes)
+			}
+			seen[tool.Name] = true
+			names = append(names, tool.Name)
 		}
 		if page.NextCursor == "" || seenCursors[page.NextCursor] {
 			break
+		}
+		if len(page.NextCursor) > maxCursorBytes {
+			return nil, a.tooManyTools("a cursor of more than %d bytes", maxCursorBytes)
 		}
 		seenCursors[page.NextCursor] = true
 		cursor = page.NextCursor
 	}
 	return names, nil
+}
+
+// tooManyTools is the failure of a tool list over the vault's bounds: the
+// answer, and the idempotency record that keeps it, must stay small whatever
+// the upstream sends.
+func (a *attempt) tooManyTools(format string, args ...any) *Error {
+	return errorf(CodeResponseTooLarge, "the tool list of %s exceeds the vault's limits (%s)", a.target, fmt.Sprintf(format, args...))
 }
 
 // attempt is the http.RoundTripper of one session. It injects the
@@ -437,6 +474,8 @@ func (p *probe) session(ctx context.Context, sse bool) ([]string, *Error) {
 type attempt struct {
 	*probe
 	testCtx context.Context
+	// budget is what is left of maxSessionBytes for this session's bodies.
+	budget atomic.Int64
 
 	mu          sync.Mutex
 	failure     *Error // first decisive failure
@@ -542,11 +581,13 @@ func (a *attempt) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, tooLarge
 	}
 	resp.Body = &limitedBody{
-		rc:        resp.Body,
-		remaining: a.maxBytes,
-		tooLarge:  tooLarge,
-		exceeded:  func() { a.record(tooLarge) },
-		release:   release,
+		rc:              resp.Body,
+		remaining:       a.maxBytes,
+		budget:          &a.budget,
+		tooLarge:        tooLarge,
+		sessionTooLarge: errorf(CodeResponseTooLarge, "the responses from %s exceeded %d bytes in total", a.target, maxSessionBytes),
+		exceeded:        a.record,
+		release:         release,
 	}
 	return resp, nil
 }
@@ -583,30 +624,40 @@ func (a *attempt) contextError() *Error {
 	return nil
 }
 
-// limitedBody fails reads past the cap with a response_too_large error.
+// limitedBody fails reads past the cap, or past the session's budget shared
+// by all bodies, with a response_too_large error.
 type limitedBody struct {
-	rc        io.ReadCloser
-	remaining int64
-	tooLarge  *Error
-	exceeded  func()
-	release   func()
-	once      sync.Once
+	rc              io.ReadCloser
+	remaining       int64
+	budget          *atomic.Int64
+	tooLarge        *Error
+	sessionTooLarge *Error
+	exceeded        func(*Error)
+	release         func()
+	once            sync.Once
+	failed          *Error
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
-	if b.remaining < 0 {
-		return 0, b.tooLarge
+	if b.failed != nil {
+		return 0, b.failed
 	}
 	if int64(len(p)) > b.remaining+1 {
 		p = p[:b.remaining+1]
 	}
 	n, err := b.rc.Read(p)
 	b.remaining -= int64(n)
-	if b.remaining < 0 {
-		b.exceeded()
-		return n - 1, b.tooLarge
+	left := b.budget.Add(-int64(n))
+	switch {
+	case b.remaining < 0:
+		b.failed = b.tooLarge
+	case left < 0:
+		b.failed = b.sessionTooLarge
+	default:
+		return n, err
 	}
-	return n, err
+	b.exceeded(b.failed)
+	return max(n-1, 0), b.failed
 }
 
 func (b *limitedBody) Close() error {
