@@ -304,7 +304,8 @@ func MustJetStream(tb testing.TB, url string) jetstream.JetStream {
 	return js
 }
 
-// Do sends r and returns the answer.
+// Do sends r and returns the answer, after checking that the answer is one
+// the OpenAPI document (openapi/openapi.json) allows: a mismatch fails tb.
 func (e *Env) Do(tb testing.TB, r Request) Response {
 	tb.Helper()
 	body := Body(tb, r.Body)
@@ -345,6 +346,8 @@ func (e *Env) Do(tb testing.TB, r Request) Response {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	// Every answer must be one the OpenAPI document allows.
+	CheckContract(tb, req, resp.StatusCode, resp.Header, raw)
 	return Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}
 }
 
