@@ -63,6 +63,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "vault_limit_refusals_total", Help: "Creates refused by an operator limit, by limit (servers_per_owner, credentials_per_server).",
 		}, []string{"limit"}),
 	}
+	// Series that are fed by other code paths exist (at zero) from the start,
+	// so dashboards and alerts do not depend on a first event.
+	for _, o := range []string{PublishOK, PublishConflict, PublishError} {
+		m.publish.WithLabelValues(o)
+	}
+	for _, l := range []string{LimitServersPerOwner, LimitCredentialsPerServer} {
+		m.limitRefusal.WithLabelValues(l)
+	}
 	reg.MustRegister(m.requests, m.latency, m.publish, m.lagEvents, m.lagSeconds, m.shreds, m.held, m.idemHits, m.limitRefusal)
 	return m
 }
@@ -137,6 +145,18 @@ func (m *Metrics) SetProjectorLag(events uint64, age time.Duration) {
 		age = 0
 	}
 	m.lagSeconds.Set(age.Seconds())
+}
+
+// SetProjectorLagEvents sets only the lag in events (the API computes it at
+// each scrape from the stream's and the read model's sequences).
+func (m *Metrics) SetProjectorLagEvents(events uint64) {
+	if m == nil {
+		return
+	}
+	m.lagEvents.Set(float64(events))
+	if events == 0 {
+		m.lagSeconds.Set(0)
+	}
 }
 
 // SetPendingShreds sets the number of data keys waiting to be destroyed.

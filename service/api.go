@@ -17,6 +17,7 @@ import (
 	"github.com/mcpvault/vault/app"
 	"github.com/mcpvault/vault/eventstore"
 	"github.com/mcpvault/vault/httpapi"
+	"github.com/mcpvault/vault/metrics"
 	"github.com/mcpvault/vault/projections"
 	"github.com/mcpvault/vault/seal"
 )
@@ -39,6 +40,15 @@ type API struct {
 	Log           *slog.Logger
 	Tester        app.Tester // optional; default: the upstream MCP client
 	Now           func() time.Time
+	// MetricsAddr (VAULT_METRICS_ADDR) serves /metrics and the detailed
+	// /readyz on their own address; empty = /metrics and /readyz/detail on
+	// the API address. MetricsListener overrides it (tests use :0).
+	MetricsAddr     string
+	MetricsListener net.Listener
+	// Timeouts and MaxHeaderBytes bound slow and oversized requests; zero
+	// values take the defaults of HTTPTimeouts and DefaultMaxHeaderBytes.
+	Timeouts       HTTPTimeouts
+	MaxHeaderBytes int
 }
 
 // Run serves until ctx ends, then shuts down gracefully.
@@ -76,9 +86,22 @@ func (a *API) Run(ctx context.Context) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	h := &httpapi.Handler{Vault: v, Log: a.Log, Keys: a.Keys, RateLimit: a.RateLimit, Registry: reg,
-		Ready: func(ctx context.Context) (bool, any) { return ready(ctx, v, nc.IsConnected()) }}
-	srv := &http.Server{Handler: h.Routes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	m := metrics.New(reg)
+	reg.MustRegister(newStreamCollector(v, m))
+	metricsLn := a.MetricsListener
+	if metricsLn == nil && a.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", a.MetricsAddr); err != nil {
+			return err
+		}
+	}
+	h := &httpapi.Handler{Vault: v, Log: a.Log, Keys: a.Keys, RateLimit: a.RateLimit, Registry: reg, Metrics: m,
+		SeparateMetrics: metricsLn != nil,
+		Ready:           func(ctx context.Context) (bool, any) { return ready(ctx, v, nc.IsConnected()) }}
+	srv := newHTTPServer(h.Routes(), a.Timeouts, a.MaxHeaderBytes)
+	if metricsLn != nil {
+		a.Log.Info("metrics listening", "addr", metricsLn.Addr().String())
+		defer serveMetrics(metricsLn, h.MetricsRoutes(), a.Timeouts)()
+	}
 	ln := a.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", a.HTTPAddr); err != nil {

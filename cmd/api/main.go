@@ -48,6 +48,7 @@ func run() error {
 	api := &service.API{
 		HTTPAddr: cfg.HTTPAddr, NATSURL: cfg.NATSURL, Stream: cfg.Stream, Replicas: cfg.Replicas, ReadModelPath: cfg.ReadModelPath,
 		Keys: keys, MasterKeys: kr, AllowPrivate: cfg.AllowPrivate, RateLimit: cfg.RateLimit, NoGroupCommit: !cfg.GroupCommit, Log: log,
+		MetricsAddr: cfg.MetricsAddr,
 	}
 	return api.Run(ctx)
 }

@@ -42,18 +42,26 @@ type Options struct {
 	RateLimit    float64
 	SyncAlways   bool
 	Now          func() time.Time
+	// SeparateMetrics serves /metrics and the detailed /readyz on their own
+	// address (VAULT_METRICS_ADDR), Env.MetricsURL.
+	SeparateMetrics bool
+	// Timeouts and MaxHeaderBytes of the API's HTTP server (zero = defaults).
+	Timeouts       service.HTTPTimeouts
+	MaxHeaderBytes int
 }
 
 // Env is one running vault.
 type Env struct {
-	TB        testing.TB
-	URL       string // http://127.0.0.1:port
-	Dir       string
-	StoreDir  string
-	ReadModel string
-	Stream    string
-	Keyring   *seal.Keyring
-	Logs      *SyncBuffer
+	TB  testing.TB
+	URL string // http://127.0.0.1:port
+	// MetricsURL is the metrics address (Options.SeparateMetrics), else "".
+	MetricsURL string
+	Dir        string
+	StoreDir   string
+	ReadModel  string
+	Stream     string
+	Keyring    *seal.Keyring
+	Logs       *SyncBuffer
 
 	opts     Options
 	nats     *server.Server
@@ -177,10 +185,28 @@ func (e *Env) StartAPI() {
 		e.TB.Fatal(err)
 	}
 	e.URL = "http://" + ln.Addr().String()
+	var metricsLn net.Listener
+	if e.opts.SeparateMetrics {
+		maddr := "127.0.0.1:0"
+		if e.MetricsURL != "" {
+			maddr = strings.TrimPrefix(e.MetricsURL, "http://")
+		}
+		for i := 0; i < 50; i++ {
+			if metricsLn, err = net.Listen("tcp", maddr); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err != nil {
+			e.TB.Fatal(err)
+		}
+		e.MetricsURL = "http://" + metricsLn.Addr().String()
+	}
 	a := &service.API{Listener: ln, NATSURL: e.NATSURL(), Stream: e.Stream, ReadModelPath: e.ReadModel,
 		Keys:       []httpapi.APIKey{{Account: "acct_a", Key: KeyA}, {Account: "acct_b", Key: KeyB}},
 		MasterKeys: e.Keyring, AllowPrivate: e.opts.AllowPrivate, RateLimit: e.opts.RateLimit,
-		Log: e.Logger("api"), Tester: e.opts.Tester, Now: e.opts.Now}
+		Log: e.Logger("api"), Tester: e.opts.Tester, Now: e.opts.Now,
+		MetricsListener: metricsLn, Timeouts: e.opts.Timeouts, MaxHeaderBytes: e.opts.MaxHeaderBytes}
 	e.api = start(a.Run)
 	e.WaitReady()
 }
