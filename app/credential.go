@@ -45,23 +45,25 @@ func (v *Vault) CreateCredential(ctx context.Context, owner events.Owner, server
 		return sealed, nil
 	}
 	keyStored := false
-	err := v.onServer(ctx, owner, serverID, func(_ projections.View, s domain.Server) ([]events.Record, error) {
-		c, recs, err := domain.CreateCredential(s, id, in, now, sealer)
-		if err != nil {
-			return nil, err
-		}
-		if wrapped != nil && !keyStored {
-			st := v.Store()
-			if st == nil {
-				return nil, ErrUnavailable
+	err := v.underLimit(ctx, v.credentialSlot(owner, serverID), func() error {
+		return v.onServer(ctx, owner, serverID, func(_ projections.View, s domain.Server) ([]events.Record, error) {
+			c, recs, err := domain.CreateCredential(s, id, in, now, sealer)
+			if err != nil {
+				return nil, err
 			}
-			if err := st.PutKey(ctx, id, wrapped); err != nil {
-				return nil, ErrUnavailable
+			if wrapped != nil && !keyStored {
+				st := v.Store()
+				if st == nil {
+					return nil, ErrUnavailable
+				}
+				if err := st.PutKey(ctx, id, wrapped); err != nil {
+					return nil, ErrUnavailable
+				}
+				keyStored = true
 			}
-			keyStored = true
-		}
-		out = c
-		return recs, nil
+			out = c
+			return recs, nil
+		})
 	})
 	if err != nil {
 		if keyStored {
@@ -158,6 +160,7 @@ func (v *Vault) DeleteCredential(ctx context.Context, owner events.Owner, server
 	if err != nil {
 		return err
 	}
+	v.releaseSlot(ctx, v.credentialSlot(owner, serverID))
 	v.shred(ctx, id)
 	return nil
 }

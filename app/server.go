@@ -17,7 +17,11 @@ func (v *Vault) CreateServer(ctx context.Context, owner events.Owner, p domain.S
 	if err != nil {
 		return domain.Server{}, err
 	}
-	if _, err := v.append(ctx, id, recs, 0, true); err != nil {
+	err = v.underLimit(ctx, v.serverSlot(owner), func() error {
+		_, err := v.append(ctx, id, recs, 0, true)
+		return err
+	})
+	if err != nil {
 		return domain.Server{}, err
 	}
 	return s, nil
@@ -74,6 +78,8 @@ func (v *Vault) DeleteServer(ctx context.Context, owner events.Owner, id string)
 	if err != nil {
 		return err
 	}
+	v.releaseSlot(ctx, v.serverSlot(owner))
+	v.forgetSlot(ctx, v.credentialSlot(owner, id))
 	v.shred(ctx, creds...)
 	return nil
 }

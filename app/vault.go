@@ -47,6 +47,10 @@ type Vault struct {
 	SyncTimeout time.Duration
 	// WriteTimeout bounds one append (default 4 s, so a 503 comes within 5 s).
 	WriteTimeout time.Duration
+	// Limits are the operator caps (see limits.go); zero = off.
+	Limits Limits
+
+	limits limitState
 
 	store atomic.Pointer[eventstore.Store]
 	seq   struct {

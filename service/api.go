@@ -49,6 +49,9 @@ type API struct {
 	// values take the defaults of HTTPTimeouts and DefaultMaxHeaderBytes.
 	Timeouts       HTTPTimeouts
 	MaxHeaderBytes int
+	// Limits are the operator caps (VAULT_MAX_SERVERS_PER_OWNER,
+	// VAULT_MAX_CREDENTIALS_PER_SERVER); zero = off.
+	Limits app.Limits
 }
 
 // Run serves until ctx ends, then shuts down gracefully.
@@ -68,7 +71,7 @@ func (a *API) Run(ctx context.Context) error {
 	if tester == nil {
 		tester = newUpstreamTester(a.AllowPrivate)
 	}
-	v := &app.Vault{DB: db, Keys: a.MasterKeys, Log: a.Log, Now: a.Now, Tester: tester}
+	v := &app.Vault{DB: db, Keys: a.MasterKeys, Log: a.Log, Now: a.Now, Tester: tester, Limits: a.Limits}
 	bindCtx, stopBind := context.WithCancel(ctx)
 	defer stopBind()
 	go func() {
@@ -87,6 +90,9 @@ func (a *API) Run(ctx context.Context) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
+	if v.Limits.Refused == nil {
+		v.Limits.Refused = m.LimitRefused
+	}
 	reg.MustRegister(newStreamCollector(v, m))
 	metricsLn := a.MetricsListener
 	if metricsLn == nil && a.MetricsAddr != "" {

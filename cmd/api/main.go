@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/mcpvault/vault/app"
 	"github.com/mcpvault/vault/cmd/internal/config"
 	"github.com/mcpvault/vault/service"
 )
@@ -49,6 +50,7 @@ func run() error {
 		HTTPAddr: cfg.HTTPAddr, NATSURL: cfg.NATSURL, Stream: cfg.Stream, Replicas: cfg.Replicas, ReadModelPath: cfg.ReadModelPath,
 		Keys: keys, MasterKeys: kr, AllowPrivate: cfg.AllowPrivate, RateLimit: cfg.RateLimit, NoGroupCommit: !cfg.GroupCommit, Log: log,
 		MetricsAddr: cfg.MetricsAddr,
+		Limits:      app.Limits{ServersPerOwner: cfg.MaxServersPerOwner, CredentialsPerServer: cfg.MaxCredentialsPerServer},
 	}
 	return api.Run(ctx)
 }

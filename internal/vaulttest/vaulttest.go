@@ -48,6 +48,8 @@ type Options struct {
 	// Timeouts and MaxHeaderBytes of the API's HTTP server (zero = defaults).
 	Timeouts       service.HTTPTimeouts
 	MaxHeaderBytes int
+	// Limits are the operator caps (zero = off).
+	Limits app.Limits
 }
 
 // Env is one running vault.
@@ -206,7 +208,7 @@ func (e *Env) StartAPI() {
 		Keys:       []httpapi.APIKey{{Account: "acct_a", Key: KeyA}, {Account: "acct_b", Key: KeyB}},
 		MasterKeys: e.Keyring, AllowPrivate: e.opts.AllowPrivate, RateLimit: e.opts.RateLimit,
 		Log: e.Logger("api"), Tester: e.opts.Tester, Now: e.opts.Now,
-		MetricsListener: metricsLn, Timeouts: e.opts.Timeouts, MaxHeaderBytes: e.opts.MaxHeaderBytes}
+		MetricsListener: metricsLn, Timeouts: e.opts.Timeouts, MaxHeaderBytes: e.opts.MaxHeaderBytes, Limits: e.opts.Limits}
 	e.api = start(a.Run)
 	e.WaitReady()
 }
