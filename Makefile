@@ -3,7 +3,7 @@ GO       ?= go
 BIN      := bin
 TESTFLAGS ?= -count=1 -timeout 20m
 
-.PHONY: run build test bench lint tidy clean
+.PHONY: run build test bench lint tidy clean fuzz
 
 ## build: compile the three binaries into ./bin
 build:
@@ -17,6 +17,20 @@ run: build
 test:
 	$(GO) vet ./...
 	$(GO) test $(TESTFLAGS) ./...
+
+## fuzz: every fuzz target for FUZZTIME each, one after another (seeds: <pkg>/testdata/fuzz)
+FUZZTIME ?= 20s
+FUZZ_TARGETS := ./httpapi:FuzzServerBody ./httpapi:FuzzCredentialBody ./httpapi:FuzzTestBody \
+	./httpapi:FuzzListParams ./httpapi:FuzzHeaderValues ./upstream:FuzzHeaderRules \
+	./upstream:FuzzBlockedReason ./upstream:FuzzServerURL ./events:FuzzUnmarshal
+FUZZLOG  ?= $(BIN)/fuzz
+fuzz:
+	@set -e; mkdir -p $(FUZZLOG); for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($$pkg, $(FUZZTIME))"; \
+		if ! $(GO) test -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) $$pkg > $(FUZZLOG)/$$fn.log 2>&1; then \
+			cat $(FUZZLOG)/$$fn.log; exit 1; fi; \
+		grep 'fuzz: elapsed' $(FUZZLOG)/$$fn.log | tail -1; \
+	done
 
 ## bench: the benchmark run (see docs/benchmarks.md); BENCH_LARGE=1 adds the 1M-event rebuild
 bench: build
