@@ -19,6 +19,7 @@ import (
 	"github.com/mcpvault/vault/domain"
 	"github.com/mcpvault/vault/events"
 	"github.com/mcpvault/vault/eventstore"
+	"github.com/mcpvault/vault/metrics"
 	"github.com/mcpvault/vault/projections"
 	"github.com/mcpvault/vault/seal"
 )
@@ -49,6 +50,9 @@ type Vault struct {
 	WriteTimeout time.Duration
 	// Limits are the operator caps (see limits.go); zero = off.
 	Limits Limits
+	// Metrics receives the write path's series (publish latency, held
+	// aggregates); nil is a no-op.
+	Metrics *metrics.Metrics
 
 	limits limitState
 

@@ -90,6 +90,7 @@ func (a *API) Run(ctx context.Context) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
+	v.Metrics = m
 	if v.Limits.Refused == nil {
 		v.Limits.Refused = m.LimitRefused
 	}
