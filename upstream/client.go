@@ -285,10 +285,19 @@ func parseServerURL(raw string) (*url.URL, string, *Error) {
 	} else if strings.HasSuffix(u.Host, ":") {
 		return nil, target, errorf(CodeInvalidURL, "the server URL has an invalid port")
 	}
+	if strings.Contains(u.Hostname(), "%") {
+		// An IPv6 zone ("[fe80::1%25eth0]") names a local interface: never
+		// a public server, and its bytes need not survive a re-encoding.
+		return nil, target, blockedMessage(target, "IPv6 zone")
+	}
 	clean := *u
 	clean.Scheme = scheme
 	clean.User = nil // the credential comes from Auth only
 	clean.Fragment, clean.RawFragment = "", ""
+	// The URL the client sends must name the host that was checked.
+	if again, err := url.Parse(clean.String()); err != nil || again.Host != clean.Host {
+		return nil, target, errorf(CodeInvalidURL, "the server URL cannot be re-encoded faithfully")
+	}
 	return &clean, target, nil
 }
 
