@@ -121,3 +121,27 @@ func describe(errs []*liberrors.ValidationError) string {
 	}
 	return b.String()
 }
+
+// CheckAcceptedRequest fails tb unless req (sent with body) is a request
+// the OpenAPI document accepts: for a request the API answered with 2xx, a
+// stricter document would be wrong about the API.
+func CheckAcceptedRequest(tb testing.TB, req *http.Request, body []byte) {
+	tb.Helper()
+	if err := RequestError(req, body); err != nil {
+		tb.Errorf("an accepted request breaks the OpenAPI contract: %v", err)
+	}
+}
+
+// RequestError is CheckAcceptedRequest returning the mismatch instead.
+func RequestError(req *http.Request, body []byte) error {
+	contract.once.Do(loadContract)
+	if contract.err != nil {
+		return contract.err
+	}
+	r := req.Clone(req.Context())
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	if ok, errs := contract.v.ValidateHttpRequestSync(r); !ok {
+		return fmt.Errorf("%s %s: %s (body %.300s)", req.Method, req.URL.Path, describe(errs), body)
+	}
+	return nil
+}

@@ -64,3 +64,29 @@ func TestContractCatchesDrift(t *testing.T) {
 		})
 	}
 }
+
+// TestContractRequests: the document accepts the requests the API accepts
+// (checked on every 2xx through Do) and is not a blank cheque.
+func TestContractRequests(t *testing.T) {
+	for _, c := range []struct {
+		body string
+		ok   bool
+	}{
+		{`{"name":"Linear","server_label":"linear","server_url":"https://mcp.linear.app/mcp"}`, true},
+		{`{"name":"Linear","server_label":"linear","server_url":"https://mcp.linear.app/mcp","metadata":{"team":"a"}}`, true},
+		{`{"name":"Linear","server_label":"linear"}`, false},
+		{`{"name":"Linear","server_label":"linear","server_url":"https://x/","extra":1}`, false},
+		{`{"name":"Linear","server_label":"a b","server_url":"https://x/"}`, false},
+	} {
+		req, err := http.NewRequest("POST", "http://127.0.0.1:1/api/v1/llm/mcp/servers", strings.NewReader(c.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+KeyA)
+		err = RequestError(req, []byte(c.body))
+		if c.ok != (err == nil) {
+			t.Fatalf("%s: want ok=%v, got %v", c.body, c.ok, err)
+		}
+	}
+}

@@ -336,7 +336,17 @@ func MustJetStream(tb testing.TB, url string) jetstream.JetStream {
 // the OpenAPI document (openapi/openapi.json) allows: a mismatch fails tb.
 func (e *Env) Do(tb testing.TB, r Request) Response {
 	tb.Helper()
-	body := Body(tb, r.Body)
+	var sent []byte
+	if b := Body(tb, r.Body); b != nil {
+		var err error
+		if sent, err = io.ReadAll(b); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	var body io.Reader
+	if r.Body != nil {
+		body = bytes.NewReader(sent)
+	}
 	url := e.URL + "/api/v1/llm/mcp" + r.Path
 	if strings.HasPrefix(r.Path, "!") {
 		url = e.URL + r.Path[1:]
@@ -374,8 +384,12 @@ func (e *Env) Do(tb testing.TB, r Request) Response {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	// Every answer must be one the OpenAPI document allows.
+	// Every answer must be one the OpenAPI document allows, and a request
+	// the API accepted must be one the document accepts.
 	CheckContract(tb, req, resp.StatusCode, resp.Header, raw)
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		CheckAcceptedRequest(tb, req, sent)
+	}
 	return Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}
 }
 
