@@ -365,3 +365,45 @@ func TestRequestHeadersAreBounded(t *testing.T) {
 func serviceTimeouts(d time.Duration) service.HTTPTimeouts {
 	return service.HTTPTimeouts{ReadHeader: d, Read: 2 * d, Write: 5 * d, Idle: d}
 }
+
+// hdGauge reads one unlabelled sample from a scrape.
+func hdGauge(t *testing.T, scrape, name string) float64 {
+	t.Helper()
+	m := regexp.MustCompile(`(?m)^` + name + ` ([0-9.e+-]+)$`).FindStringSubmatch(scrape)
+	if m == nil {
+		t.Fatalf("no %s in the scrape", name)
+	}
+	var v float64
+	fmt.Sscan(m[1], &v)
+	return v
+}
+
+// TestProjectorLagMetrics: with the projector stopped, the lag in events and
+// in seconds grows; once it runs again both go back to zero.
+func TestProjectorLagMetrics(t *testing.T) {
+	env := vaulttest.MustStart(t, vaulttest.Options{SeparateMetrics: true})
+	env.MustCreateServer(t, "", nil)
+	vaulttest.Eventually(t, 10*time.Second, func() bool {
+		return hdGauge(t, hdScrape(t, env.MetricsURL), "vault_projector_lag_events") == 0
+	})
+	env.StopProjector()
+	env.MustCreateServer(t, "", nil)
+	env.MustCreateServer(t, "", nil)
+	time.Sleep(1100 * time.Millisecond)
+	scrape := hdScrape(t, env.MetricsURL)
+	if n := hdGauge(t, scrape, "vault_projector_lag_events"); n != 2 {
+		t.Log(regexp.MustCompile(`(?m)^vault_(stream|readmodel|projector).*$`).FindAllString(scrape, -1))
+		t.Fatalf("lag %v events, want 2", n)
+	}
+	if s := hdGauge(t, scrape, "vault_projector_lag_seconds"); s < 1 || s > 30 {
+		t.Fatalf("lag %v seconds, want about 1", s)
+	}
+	if hdGauge(t, scrape, "vault_stream_last_sequence")-hdGauge(t, scrape, "vault_readmodel_applied_sequence") != 2 {
+		t.Fatal("sequences do not show the lag")
+	}
+	env.StartProjector()
+	vaulttest.Eventually(t, 10*time.Second, func() bool {
+		s := hdScrape(t, env.MetricsURL)
+		return hdGauge(t, s, "vault_projector_lag_events") == 0 && hdGauge(t, s, "vault_projector_lag_seconds") == 0
+	})
+}

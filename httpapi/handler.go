@@ -23,6 +23,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/time/rate"
 
 	"github.com/mcpvault/vault/app"
@@ -57,6 +58,9 @@ type Handler struct {
 	Registry *prometheus.Registry
 	// Metrics receives the HTTP series; nil = metrics.New(Registry).
 	Metrics *metrics.Metrics
+	// BeforeScrape, when set, runs before each /metrics answer (to refresh
+	// gauges computed on demand, such as the projector lag).
+	BeforeScrape func()
 	// SeparateMetrics moves /metrics and the detailed readiness off the API
 	// routes (VAULT_METRICS_ADDR); serve them with MetricsRoutes.
 	SeparateMetrics bool
@@ -295,7 +299,14 @@ func publicReadiness(detail any) any {
 }
 
 func (h *Handler) metricsHandler() http.Handler {
-	return promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{})
+	g := prometheus.Gatherer(h.Registry)
+	if h.BeforeScrape != nil {
+		g = prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+			h.BeforeScrape()
+			return h.Registry.Gather()
+		})
+	}
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{})
 }
 
 // MetricsRoutes serves /metrics and the detailed /readyz (with counts and

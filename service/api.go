@@ -94,7 +94,8 @@ func (a *API) Run(ctx context.Context) error {
 	if v.Limits.Refused == nil {
 		v.Limits.Refused = m.LimitRefused
 	}
-	reg.MustRegister(newStreamCollector(v, m))
+	sc := newStreamCollector(v, m)
+	reg.MustRegister(sc)
 	metricsLn := a.MetricsListener
 	if metricsLn == nil && a.MetricsAddr != "" {
 		if metricsLn, err = net.Listen("tcp", a.MetricsAddr); err != nil {
@@ -102,8 +103,8 @@ func (a *API) Run(ctx context.Context) error {
 		}
 	}
 	h := &httpapi.Handler{Vault: v, Log: a.Log, Keys: a.Keys, RateLimit: a.RateLimit, Registry: reg, Metrics: m,
-		SeparateMetrics: metricsLn != nil,
-		Ready:           func(ctx context.Context) (bool, any) { return ready(ctx, v, nc.IsConnected()) }}
+		SeparateMetrics: metricsLn != nil, BeforeScrape: sc.refreshLag,
+		Ready: func(ctx context.Context) (bool, any) { return ready(ctx, v, nc.IsConnected()) }}
 	srv := newHTTPServer(h.Routes(), a.Timeouts, a.MaxHeaderBytes)
 	if metricsLn != nil {
 		a.Log.Info("metrics listening", "addr", metricsLn.Addr().String())

@@ -57,7 +57,8 @@ func newHTTPServer(h http.Handler, t HTTPTimeouts, maxHeaderBytes int) *http.Ser
 
 // streamCollector exports, at each scrape, the figures /readyz no longer
 // shows publicly: the stream's last sequence, the read model's applied
-// sequence, and the projector lag in events.
+// sequence, and the projector lag in events and in seconds (the age of the
+// oldest unapplied event).
 type streamCollector struct {
 	v          *app.Vault
 	m          *metrics.Metrics
@@ -82,25 +83,51 @@ func (c *streamCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	applied, err := c.v.DB.LastSeq(ctx)
-	if err != nil {
-		return
+	applied, last, ok := c.sequences(ctx)
+	if applied != nil {
+		ch <- prometheus.MustNewConstMetric(c.appliedSeq, prometheus.GaugeValue, float64(*applied))
 	}
-	ch <- prometheus.MustNewConstMetric(c.appliedSeq, prometheus.GaugeValue, float64(applied))
+	if ok {
+		ch <- prometheus.MustNewConstMetric(c.streamSeq, prometheus.GaugeValue, float64(last))
+	}
+}
+
+// sequences reads the applied sequence (nil when unreadable) and the
+// stream's last sequence (ok=false when unreachable).
+func (c *streamCollector) sequences(ctx context.Context) (applied *uint64, last uint64, ok bool) {
+	a, err := c.v.DB.LastSeq(ctx)
+	if err != nil {
+		return nil, 0, false
+	}
 	st := c.v.Store()
 	if st == nil {
+		return &a, 0, false
+	}
+	last, err = st.LastSeq(ctx)
+	return &a, last, err == nil
+}
+
+// refreshLag sets the projector lag gauges; it runs before each scrape, so
+// the gauges are current when they are gathered.
+func (c *streamCollector) refreshLag() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	applied, last, ok := c.sequences(ctx)
+	if applied == nil || !ok {
 		return
 	}
-	last, err := st.LastSeq(ctx)
+	if last <= *applied {
+		c.m.SetProjectorLag(0, 0)
+		return
+	}
+	// The age of the oldest event this API's read model has not applied:
+	// one direct get, only while it is behind.
+	at, err := c.v.Store().StoredAt(ctx, *applied+1)
 	if err != nil {
+		c.m.SetProjectorLagEvents(last - *applied)
 		return
 	}
-	ch <- prometheus.MustNewConstMetric(c.streamSeq, prometheus.GaugeValue, float64(last))
-	if last >= applied {
-		// The age of the oldest unapplied event is the projector's to set
-		// (metrics.SetProjectorLag); the API keeps the event count current.
-		c.m.SetProjectorLagEvents(last - applied)
-	}
+	c.m.SetProjectorLag(last-*applied, time.Since(at))
 }
 
 // serveMetrics serves /metrics and the detailed /readyz on ln until ctx ends.
