@@ -38,6 +38,21 @@ func (v *Vault) CreateCredential(ctx context.Context, in Intent, owner events.Ow
 		}
 		return c, Written{Seq: seq}, err
 	}
+	var (
+		c domain.Credential
+		w Written
+	)
+	err := v.underLimit(ctx, v.credentialSlot(owner, serverID), func() error {
+		var err error
+		c, w, err = v.createCredential(ctx, st, in, owner, serverID, id, input)
+		return err
+	})
+	return c, w, err
+}
+
+// createCredential decides, seals and appends a credential whose id in fixes.
+func (v *Vault) createCredential(ctx context.Context, st *eventstore.Store, in Intent, owner events.Owner, serverID, id string,
+	input domain.CredentialInput) (domain.Credential, Written, error) {
 	s, err := v.ownServer(ctx, owner, serverID, false)
 	if err != nil {
 		return domain.Credential{}, Written{}, err
@@ -237,6 +252,7 @@ func (v *Vault) DeleteCredential(ctx context.Context, in Intent, owner events.Ow
 	if err != nil {
 		return Written{}, err
 	}
+	v.releaseSlot(ctx, v.credentialSlot(owner, serverID))
 	v.shred(ctx, id)
 	return w, nil
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/mcpvault/vault/events"
 	"github.com/mcpvault/vault/eventstore"
+	"github.com/mcpvault/vault/metrics"
 	"github.com/mcpvault/vault/projections"
 	"github.com/mcpvault/vault/seal"
 )
@@ -56,6 +57,13 @@ type Vault struct {
 
 	cmdOnce sync.Once
 	cmd     *commandState
+	// Limits are the operator caps (see limits.go); zero = off.
+	Limits Limits
+	// Metrics receives the write path's series (publish latency, held
+	// aggregates); nil is a no-op.
+	Metrics *metrics.Metrics
+
+	limits limitState
 
 	store atomic.Pointer[eventstore.Store]
 	seq   struct {

@@ -10,6 +10,7 @@ import (
 	"github.com/mcpvault/vault/domain"
 	"github.com/mcpvault/vault/events"
 	"github.com/mcpvault/vault/eventstore"
+	"github.com/mcpvault/vault/metrics"
 )
 
 // Intent fixes the identity of one write before its first attempt: the id a
@@ -66,7 +67,16 @@ func (v *Vault) appendEvent(ctx context.Context, st *eventstore.Store, rec event
 	if expectSubject != "" {
 		opts = append(opts, eventstore.ExpectLast(expectSubject, expectSeq))
 	}
+	start := time.Now()
 	ack, err := st.Append(ctx, events.SubjectOf(rec), body, opts...)
+	switch {
+	case err == nil:
+		v.Metrics.ObservePublish(metrics.PublishOK, time.Since(start))
+	case errors.Is(err, eventstore.ErrConflict):
+		v.Metrics.ObservePublish(metrics.PublishConflict, time.Since(start))
+	default:
+		v.Metrics.ObservePublish(metrics.PublishError, time.Since(start))
+	}
 	switch {
 	case err == nil:
 		return ack.Seq, nil
