@@ -32,7 +32,11 @@ func (h *Handler) listServers(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	items, more, err := h.Vault.ListServers(c.Request.Context(), owner(c), p)
+	ctx, ok := readContext(c)
+	if !ok {
+		return
+	}
+	items, more, err := h.Vault.ListServers(ctx, owner(c), p)
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -41,7 +45,11 @@ func (h *Handler) listServers(c *gin.Context) {
 }
 
 func (h *Handler) getServer(c *gin.Context) {
-	s, err := h.Vault.GetServer(c.Request.Context(), owner(c), c.Param("server_id"))
+	ctx, ok := readContext(c)
+	if !ok {
+		return
+	}
+	s, err := h.Vault.GetServer(ctx, owner(c), c.Param("server_id"))
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -119,7 +127,11 @@ func (h *Handler) listCredentials(c *gin.Context) {
 			return
 		}
 	}
-	items, more, err := h.Vault.ListCredentials(c.Request.Context(), owner(c), c.Param("server_id"), include, p)
+	ctx, ok := readContext(c)
+	if !ok {
+		return
+	}
+	items, more, err := h.Vault.ListCredentials(ctx, owner(c), c.Param("server_id"), include, p)
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -128,7 +140,11 @@ func (h *Handler) listCredentials(c *gin.Context) {
 }
 
 func (h *Handler) getCredential(c *gin.Context) {
-	cred, err := h.Vault.GetCredential(c.Request.Context(), owner(c), c.Param("server_id"), c.Param("credential_id"))
+	ctx, ok := readContext(c)
+	if !ok {
+		return
+	}
+	cred, err := h.Vault.GetCredential(ctx, owner(c), c.Param("server_id"), c.Param("credential_id"))
 	if err != nil {
 		h.fail(c, err)
 		return

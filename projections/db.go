@@ -43,6 +43,8 @@ type DB struct {
 	sql  *sql.DB
 	path string
 	mode Mode
+	// instance is the file's instance id (see InstanceID).
+	instance string
 
 	mu    sync.Mutex
 	stmts map[string]*sql.Stmt // prepared statements of the writer
@@ -117,6 +119,10 @@ func Open(ctx context.Context, path string, mode Mode) (*DB, error) {
 		d.sql = db
 	} else {
 		db.SetMaxOpenConns(1)
+	}
+	if d.instance, err = loadInstanceID(ctx, db); err != nil {
+		db.Close()
+		return nil, err
 	}
 	if mode == Bulk {
 		if _, err := db.ExecContext(ctx, "PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-65536"); err != nil {

@@ -59,6 +59,12 @@ func (a *API) Run(ctx context.Context) error {
 		tester = newUpstreamTester(a.AllowPrivate)
 	}
 	v := &app.Vault{DB: db, Keys: a.MasterKeys, Log: a.Log, Now: a.Now, Tester: tester}
+	// Reads wait on the projector's announcements for this read model file.
+	stopWatch, err := eventstore.WatchApplied(nc, a.Stream, db.InstanceID(), v.Applied, v.ResyncApplied)
+	if err != nil {
+		return err
+	}
+	defer stopWatch()
 	bindCtx, stopBind := context.WithCancel(ctx)
 	defer stopBind()
 	go func() {
@@ -76,6 +82,7 @@ func (a *API) Run(ctx context.Context) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerBarrierMetrics(reg, v)
 	h := &httpapi.Handler{Vault: v, Log: a.Log, Keys: a.Keys, RateLimit: a.RateLimit, Registry: reg,
 		Ready: func(ctx context.Context) (bool, any) { return ready(ctx, v, nc.IsConnected()) }}
 	srv := &http.Server{Handler: h.Routes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}

@@ -66,6 +66,7 @@ func (p *Projector) follow(ctx context.Context, st *eventstore.Store, db *projec
 				return err
 			}
 			backoff = 100 * time.Millisecond
+			p.announce(st, db, applied.LastSeq)
 			if !p.NoShred {
 				p.shred(ctx, st, applied.Shredded)
 			}
@@ -102,6 +103,14 @@ func decode(msgs []eventstore.Msg, log *slog.Logger) []events.Record {
 		recs[i] = r
 	}
 	return recs
+}
+
+// announce tells the readers of db that it has applied seq (core NATS, at
+// most once: readers fall back to reading db when one is lost).
+func (p *Projector) announce(st *eventstore.Store, db *projections.DB, seq uint64) {
+	if err := eventstore.PublishApplied(st.NC, st.Config().Stream, db.InstanceID(), seq); err != nil {
+		p.Log.Debug("announcing the applied sequence failed", "seq", seq, "err", err)
+	}
 }
 
 func (p *Projector) shred(ctx context.Context, st *eventstore.Store, ids []string) {

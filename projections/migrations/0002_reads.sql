@@ -1,0 +1,17 @@
+-- Reads (issue 11): the read model's instance id, and indexes that keep
+-- every list and lookup flat on owners with many revoked credentials.
+
+-- A random id set when the file is created. The projector announces what it
+-- has applied on vaultapplied.<stream>.<instance_id>; an API reading the same
+-- file listens there, so the two agree without configuration. It is kept
+-- out of projector_state so two read models with the same events compare
+-- equal row for row; a rebuild's swap keeps the live file's id.
+CREATE TABLE read_model_instance (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    instance_id TEXT NOT NULL
+);
+INSERT INTO read_model_instance (id, instance_id) VALUES (1, lower(hex(randomblob(16))));
+
+-- Credentials that are not revoked, newest first per server: the list with
+-- include_revoked=false and the newest-usable lookup walk only these rows.
+CREATE INDEX credentials_live_by_server ON credentials (server_id, id) WHERE revoked_at IS NULL;
