@@ -21,6 +21,8 @@ import (
 type barrier struct {
 	// applied is a sequence the read model is known to have applied.
 	applied atomic.Uint64
+	// announced is the highest sequence announced by the projector.
+	announced atomic.Uint64
 	// watched: announcements are being received (ResyncApplied ran).
 	watched atomic.Bool
 
@@ -28,7 +30,7 @@ type barrier struct {
 	changed chan struct{} // closed (and replaced) when applied advances
 
 	// Counters of BarrierStats.
-	waits, woken, fallbacks, behind atomic.Uint64
+	announcements, waits, woken, fallbacks, behind atomic.Uint64
 
 	seq struct { // the shared stream-sequence request (streamSeq)
 		sync.Mutex
@@ -68,9 +70,12 @@ func (b *barrier) wake() <-chan struct{} {
 
 // BarrierStats counts what reads waiting for the read model did.
 type BarrierStats struct {
+	// Announcements is how many applied announcements arrived.
+	Announcements uint64
 	// Waits is how many reads found the read model behind their target.
 	Waits uint64
-	// Woken is how many of them an announcement released.
+	// Woken is how many of them were released once an announcement
+	// covered their target.
 	Woken uint64
 	// FallbackReads is how often a waiting read consulted the read model
 	// itself (no announcements, or one late or lost).
@@ -82,12 +87,22 @@ type BarrierStats struct {
 // BarrierStats returns the read barrier's counters since start.
 func (v *Vault) BarrierStats() BarrierStats {
 	b := &v.barrier
-	return BarrierStats{Waits: b.waits.Load(), Woken: b.woken.Load(), FallbackReads: b.fallbacks.Load(), Behind: b.behind.Load()}
+	return BarrierStats{Announcements: b.announcements.Load(), Waits: b.waits.Load(), Woken: b.woken.Load(), FallbackReads: b.fallbacks.Load(), Behind: b.behind.Load()}
 }
 
 // Applied records the projector's announcement that the read model has
 // applied every event up to seq (see eventstore.WatchApplied).
-func (v *Vault) Applied(seq uint64) { v.barrier.advance(seq) }
+func (v *Vault) Applied(seq uint64) {
+	b := &v.barrier
+	b.announcements.Add(1)
+	for {
+		cur := b.announced.Load()
+		if seq <= cur || b.announced.CompareAndSwap(cur, seq) {
+			break
+		}
+	}
+	b.advance(seq)
+}
 
 // ResyncApplied reads the read model's applied sequence: call it once
 // announcements are subscribed and after every reconnect (announcements sent
@@ -174,22 +189,19 @@ func (v *Vault) waitApplied(ctx context.Context, target uint64) error {
 	}
 	timer := time.NewTimer(min(wait, timeout))
 	defer timer.Stop()
-	announced := false
 	for {
 		woken := b.wake()
 		if b.applied.Load() >= target {
-			if announced {
+			if b.announced.Load() >= target {
 				b.woken.Add(1)
 			}
 			return nil
 		}
 		select {
 		case <-woken:
-			announced = true
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-timer.C:
-			announced = false
 			b.fallbacks.Add(1)
 			if err := v.refreshApplied(ctx); err != nil {
 				return err

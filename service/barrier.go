@@ -14,6 +14,8 @@ func registerBarrierMetrics(reg prometheus.Registerer, v *app.Vault) {
 			func() float64 { return float64(get(v.BarrierStats())) })
 	}
 	reg.MustRegister(
+		counter("announcements", "Applied announcements received from the projector of this read model.",
+			func(s app.BarrierStats) uint64 { return s.Announcements }),
 		counter("waits", "Reads that found the read model behind the sequence they must see and waited.",
 			func(s app.BarrierStats) uint64 { return s.Waits }),
 		counter("woken", "Waiting reads released by the projector's applied announcement.",
