@@ -67,9 +67,15 @@ func (v View) GetCredential(ctx context.Context, owner events.Owner, serverID, i
 		" FROM credentials WHERE id = ? AND server_id = ? AND owner = ?", id, serverID, owner.Key()))
 }
 
-// ListCredentials returns one page of the owner's credentials of a server.
+// credentialListColumns are credentialColumns without the sealed secret (a
+// list never shows it; reading and decoding it was a large part of a page).
+const credentialListColumns = `id, server_id, account, user, name, auth_type, authorization_preview,
+	header_names, expires_at, last_used_at, created_at, updated_at, revoked_at, NULL`
+
+// ListCredentials returns one page of the owner's credentials of a server,
+// without their sealed secrets (Secret is nil; GetCredential has it).
 func (v View) ListCredentials(ctx context.Context, owner events.Owner, serverID string, includeRevoked bool, p Page) ([]domain.Credential, bool, error) {
-	q := "SELECT " + credentialColumns + " FROM credentials WHERE server_id = ? AND owner = ?"
+	q := "SELECT " + credentialListColumns + " FROM credentials WHERE server_id = ? AND owner = ?"
 	if !includeRevoked {
 		q += " AND revoked_at IS NULL"
 	}

@@ -247,3 +247,51 @@ func flatCheck(t *testing.T, d *DB, thin, fat string) {
 		}
 	}
 }
+
+// BenchmarkReadQueries measures the read queries on a Reader pool over the
+// fat read model of planFill (go test -bench ReadQueries ./projections/).
+func BenchmarkReadQueries(b *testing.B) {
+	ctx := context.Background()
+	path := filepath.Join(b.TempDir(), "rm.sqlite")
+	w, err := Open(ctx, path, Writer)
+	if err != nil {
+		b.Fatal(err)
+	}
+	thin, _ := planFill(b, w)
+	w.Close()
+	d, err := Open(ctx, path, Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+	v := d.View()
+	cred := planCredID(1, 5)
+	b.Run("get", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := v.GetCredential(ctx, planOwner, thin, cred); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("list20", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := v.ListCredentials(ctx, planOwner, thin, true, Page{Limit: 20, Desc: true}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("snapshot-list20", func(b *testing.B) {
+		for b.Loop() {
+			err := d.Snapshot(ctx, func(v View) error {
+				if _, _, err := v.GetServer(ctx, planOwner, thin); err != nil {
+					return err
+				}
+				_, _, err := v.ListCredentials(ctx, planOwner, thin, true, Page{Limit: 20, Desc: true})
+				return err
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
