@@ -32,10 +32,10 @@ type barrier struct {
 	// Counters of BarrierStats.
 	announcements, waits, woken, fallbacks, behind atomic.Uint64
 
-	seq struct { // the shared stream-sequence request (streamSeq)
+	seq struct { // the shared stream-sequence requests (streamSeq)
 		sync.Mutex
-		running bool
-		next    *seqFlight
+		inFlight int        // requests on the wire
+		next     *seqFlight // gathering readers, not sent yet
 	}
 }
 
@@ -228,11 +228,18 @@ type seqFlight struct {
 	err  error
 }
 
+// maxSeqInFlight is how many stream-sequence requests may be outstanding:
+// a read arriving while one is on the wire sends its own rather than
+// waiting for it to return (one round trip instead of up to two); beyond
+// this, reads gather in the next request.
+const maxSeqInFlight = 2
+
 // streamSeq returns the stream's last sequence as of some moment after the
-// call began. Concurrent reads share one request: a caller joins the next
+// call began. Concurrent reads share requests: a caller joins the next
 // request to be sent (never one already on the wire, whose answer could
-// predate a write acknowledged before the caller arrived), so under load
-// there is one request per round trip instead of one per read.
+// predate a write acknowledged before the caller arrived), which is sent at
+// once unless maxSeqInFlight are outstanding, so under load there are at
+// most that many requests per round trip instead of one per read.
 func (v *Vault) streamSeq(ctx context.Context, st *eventstore.Store) (uint64, error) {
 	s := &v.barrier.seq
 	s.Lock()
@@ -240,8 +247,8 @@ func (v *Vault) streamSeq(ctx context.Context, st *eventstore.Store) (uint64, er
 		s.next = &seqFlight{done: make(chan struct{})}
 	}
 	f := s.next
-	if !s.running {
-		s.running = true
+	if s.inFlight < maxSeqInFlight {
+		s.inFlight++
 		s.next = nil
 		go v.fetchSeqs(st, f)
 	}
@@ -254,7 +261,8 @@ func (v *Vault) streamSeq(ctx context.Context, st *eventstore.Store) (uint64, er
 	}
 }
 
-// fetchSeqs sends f, then whatever flight gathered meanwhile, until none did.
+// fetchSeqs sends f, then whatever flight gathered while every slot was
+// busy, until none did.
 func (v *Vault) fetchSeqs(st *eventstore.Store, f *seqFlight) {
 	s := &v.barrier.seq
 	for f != nil {
@@ -265,7 +273,7 @@ func (v *Vault) fetchSeqs(st *eventstore.Store, f *seqFlight) {
 		s.Lock()
 		f, s.next = s.next, nil
 		if f == nil {
-			s.running = false
+			s.inFlight--
 		}
 		s.Unlock()
 	}
