@@ -36,7 +36,9 @@ func scanCredential(row scanner) (domain.Credential, error) {
 	if preview.Valid {
 		c.AuthorizationPreview = &preview.String
 	}
-	if err := json.Unmarshal([]byte(headerNames), &c.HeaderNames); err != nil {
+	if headerNames == "[]" { // all but headers credentials: skip the decoder
+		c.HeaderNames = []string{}
+	} else if err := json.Unmarshal([]byte(headerNames), &c.HeaderNames); err != nil {
 		return domain.Credential{}, err
 	}
 	c.ExpiresAt, c.LastUsedAt, c.RevokedAt = parseTimePtr(expires), parseTimePtr(lastUsed), parseTimePtr(revoked)
