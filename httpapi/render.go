@@ -17,8 +17,8 @@ type serverJSON struct {
 	AllowedTools      []string          `json:"allowed_tools"`
 	RequireApproval   string            `json:"require_approval"`
 	Metadata          map[string]string `json:"metadata"`
-	CreatedAt         events.Time       `json:"created_at"`
-	UpdatedAt         events.Time       `json:"updated_at"`
+	CreatedAt         string            `json:"created_at"` // events.Time layout (see credentialJSON)
+	UpdatedAt         string            `json:"updated_at"`
 }
 
 func renderServer(s domain.Server) serverJSON {
@@ -28,7 +28,7 @@ func renderServer(s domain.Server) serverJSON {
 	}
 	return serverJSON{ID: s.ID, Object: "mcp.server", Name: s.Name, ServerLabel: s.ServerLabel,
 		ServerURL: s.ServerURL, ServerDescription: s.ServerDescription, AllowedTools: s.AllowedTools,
-		RequireApproval: s.RequireApproval, Metadata: md, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt}
+		RequireApproval: s.RequireApproval, Metadata: md, CreatedAt: s.CreatedAt.String(), UpdatedAt: s.UpdatedAt.String()}
 }
 
 // credentialJSON is the mcp.credential object: exactly the seed's fields.
