@@ -8,68 +8,118 @@ import (
 
 	"github.com/mcpvault/vault/domain"
 	"github.com/mcpvault/vault/events"
+	"github.com/mcpvault/vault/eventstore"
 	"github.com/mcpvault/vault/projections"
 	"github.com/mcpvault/vault/seal"
 )
 
-// CreateCredential stores a credential for the owner's server. The secret is
-// sealed under a fresh data key; the wrapped data key is stored before the
-// event, and destroyed again if the event cannot be stored.
-func (v *Vault) CreateCredential(ctx context.Context, owner events.Owner, serverID string, in domain.CredentialInput) (domain.Credential, error) {
-	now := v.now()
-	id := domain.CredentialID(v.newULID(now))
-	var (
-		out     domain.Credential
-		sealed  *events.Sealed
-		wrapped []byte
-	)
-	sealer := func(c domain.Credential, s domain.Secret) (*events.Sealed, error) {
-		if sealed != nil { // a retry after a lost race reuses the first sealing
-			return sealed, nil
-		}
-		b := seal.Binding{CredentialID: c.ID, ServerID: c.ServerID, Owner: c.Owner}
-		dek, w, err := v.Keys.NewDataKey(b)
-		if err != nil {
-			return nil, err
-		}
-		defer seal.Wipe(dek)
-		pt, err := json.Marshal(s)
-		if err != nil {
-			return nil, err
-		}
-		defer seal.Wipe(pt)
-		if sealed, err = seal.Seal(dek, b, pt); err != nil {
-			return nil, err
-		}
-		wrapped = marshalWrapped(w)
-		return sealed, nil
+// CreateCredential stores a credential for the owner's server, in four
+// steps: decide (validate against the server's state), seal the secret
+// under a new data key and store the wrapped key, append the event
+// expecting the server's version, and on a certain failure destroy the key
+// again. Concurrent creates on one server never conflict with each other
+// (each has its own subject; they all expect the server's subject, which
+// only the server's own writes change); a create racing the deletion of its
+// server is either stored before it — and deleted with it — or refused 404.
+func (v *Vault) CreateCredential(ctx context.Context, in Intent, owner events.Owner, serverID string, input domain.CredentialInput) (domain.Credential, Written, error) {
+	if !domain.ValidServerID(serverID) {
+		return domain.Credential{}, Written{}, domain.ErrServerNotFound
 	}
-	keyStored := false
-	err := v.onServer(ctx, owner, serverID, func(_ projections.View, s domain.Server) ([]events.Record, error) {
-		c, recs, err := domain.CreateCredential(s, id, in, now, sealer)
-		if err != nil {
-			return nil, err
+	ctx, cancel := v.writeContext(ctx)
+	defer cancel()
+	st := v.Store()
+	if st == nil {
+		return domain.Credential{}, Written{}, ErrUnavailable
+	}
+	id := domain.CredentialID(in.ID)
+	if c, seq, found, err := storedEarlier(ctx, st, in, events.CredentialSubject(serverID, id), domain.ApplyCredential); err != nil || found {
+		if err == nil && c.Owner != owner {
+			err = domain.ErrServerNotFound
 		}
-		if wrapped != nil && !keyStored {
-			st := v.Store()
-			if st == nil {
-				return nil, ErrUnavailable
-			}
-			if err := st.PutKey(ctx, id, wrapped); err != nil {
-				return nil, ErrUnavailable
-			}
-			keyStored = true
-		}
-		out = c
-		return recs, nil
-	})
+		return c, Written{Seq: seq}, err
+	}
+	s, err := v.ownServer(ctx, owner, serverID, false)
 	if err != nil {
-		if keyStored {
+		return domain.Credential{}, Written{}, err
+	}
+	n, err := domain.CreateCredential(s, id, input, v.now())
+	if err != nil {
+		return domain.Credential{}, Written{}, err
+	}
+	var sealed *events.Sealed
+	if n.NeedsSeal {
+		if sealed, err = v.sealSecret(ctx, st, in, n); err != nil {
+			return domain.Credential{}, Written{}, err
+		}
+	}
+	c, recs := n.Seal(sealed)
+	rec := recs[0]
+	rec.ID = in.EventID
+	for attempt := 0; ; attempt++ {
+		seq, err := v.appendEvent(ctx, st, rec, events.ServerSubject(serverID), s.Version)
+		switch {
+		case err == nil:
+			c.Version = seq
+			v.state().creds.put(id, c)
+			return c, Written{Seq: seq}, nil
+		case errors.Is(err, errRetry) && attempt < retries:
+			// The server changed: if it still exists, expect its new version.
+			if s, err = v.ownServer(ctx, owner, serverID, true); err == nil {
+				backoff(ctx, attempt)
+				continue
+			}
+		case errors.Is(err, errRetry):
+			err = domain.ErrConflict
+		}
+		// The event is certainly not stored (refused, or never taken) —
+		// unless its outcome is unknown: then the key must stay.
+		if n.NeedsSeal && !errors.Is(err, ErrOutcomeUnknown) {
 			v.shred(ctx, id)
 		}
-		return domain.Credential{}, err
+		return domain.Credential{}, Written{}, err
 	}
-	return out, nil
+}
+
+// sealSecret seals the new credential's secret under its data key, which
+// it stores (wrapped) in the keys stream first. A credential id has one data
+// key: an attempt that may follow an earlier one reuses the key that one
+// stored, if any, instead of replacing it.
+func (v *Vault) sealSecret(ctx context.Context, st *eventstore.Store, in Intent, n domain.NewCredential) (*events.Sealed, error) {
+	b := seal.Binding{CredentialID: n.Record.AggregateID, ServerID: n.Record.ServerID, Owner: n.Record.Owner}
+	var dek []byte
+	if !in.Since.IsZero() {
+		raw, err := st.GetKey(ctx, b.CredentialID)
+		switch {
+		case err == nil:
+			var w seal.WrappedKey
+			if json.Unmarshal(raw, &w) == nil {
+				dek, _ = v.Keys.Unwrap(b, w)
+			}
+		case !errors.Is(err, eventstore.ErrKeyNotFound):
+			return nil, ErrUnavailable
+		}
+	}
+	if dek == nil {
+		var w seal.WrappedKey
+		var err error
+		if dek, w, err = v.Keys.NewDataKey(b); err != nil {
+			return nil, err
+		}
+		if err := st.PutKey(ctx, b.CredentialID, marshalWrapped(w)); err != nil {
+			seal.Wipe(dek)
+			// No event was appended: nothing the user can see is stored. A
+			// key stored after all is an orphan the projector's sweep removes.
+			v.Log.Warn("storing a data key failed", "err", err)
+			return nil, ErrUnavailable
+		}
+	}
+	defer seal.Wipe(dek)
+	pt, err := json.Marshal(n.Secret)
+	if err != nil {
+		return nil, err
+	}
+	defer seal.Wipe(pt)
+	return seal.Seal(dek, b, pt)
 }
 
 // GetCredential returns the owner's credential of a server.
@@ -113,58 +163,81 @@ func (v *Vault) ListCredentials(ctx context.Context, owner events.Owner, serverI
 	return out, more, err
 }
 
-// onCredential runs a write on one credential of the owner's server.
-func (v *Vault) onCredential(ctx context.Context, owner events.Owner, serverID, id string,
-	decide func(c domain.Credential) (domain.Credential, []events.Record, error)) (domain.Credential, error) {
-	if !domain.ValidCredentialID(id) {
-		return domain.Credential{}, domain.ErrCredentialNotFound
+// credentialWrite runs a write on one credential of the owner's server,
+// expecting the credential's version on its own subject.
+func (v *Vault) credentialWrite(ctx context.Context, in Intent, owner events.Owner, serverID, id string,
+	decide func(c domain.Credential) (domain.Credential, []events.Record, error)) (domain.Credential, Written, error) {
+	if !domain.ValidServerID(serverID) || !domain.ValidCredentialID(id) {
+		return domain.Credential{}, Written{}, domain.ErrCredentialNotFound
 	}
-	var out domain.Credential
-	err := v.onServer(ctx, owner, serverID, func(view projections.View, s domain.Server) ([]events.Record, error) {
-		c, err := view.GetCredential(ctx, owner, serverID, id)
-		if errors.Is(err, projections.ErrNotFound) {
-			return nil, domain.ErrCredentialNotFound
+	ctx, cancel := v.writeContext(ctx)
+	defer cancel()
+	st := v.Store()
+	if st == nil {
+		return domain.Credential{}, Written{}, ErrUnavailable
+	}
+	subject := events.CredentialSubject(serverID, id)
+	if c, seq, found, err := storedEarlier(ctx, st, in, subject, domain.ApplyCredential); err != nil || found {
+		if err == nil && c.Owner != owner {
+			err = domain.ErrCredentialNotFound
 		}
-		if err != nil {
-			return nil, err
-		}
-		var recs []events.Record
-		out, recs, err = decide(c)
-		return recs, err
-	})
+		return c, Written{Seq: seq}, err
+	}
+	c, w, err := decideAndAppend(ctx, v, st, in, subject,
+		func(fresh bool) (domain.Credential, uint64, error) {
+			if _, err := v.ownServer(ctx, owner, serverID, fresh); err != nil {
+				return domain.Credential{}, 0, err
+			}
+			c, err := v.credential(ctx, st, serverID, id, fresh)
+			if err == nil && (c.ID == "" || c.Owner != owner) {
+				c = domain.Credential{}
+			}
+			return c, c.Version, err
+		},
+		decide,
+		func(c domain.Credential, seq uint64) domain.Credential {
+			c.Version = seq
+			if c.Deleted {
+				v.state().creds.drop(id)
+			} else {
+				v.state().creds.put(id, c)
+			}
+			return c
+		})
 	if domain.KindOf(err) == domain.KindNotFound {
-		return domain.Credential{}, domain.ErrCredentialNotFound
+		return domain.Credential{}, Written{}, domain.ErrCredentialNotFound
 	}
-	return out, err
+	return c, w, err
 }
 
 // RevokeCredential revokes the credential and destroys its data key.
-func (v *Vault) RevokeCredential(ctx context.Context, owner events.Owner, serverID, id string) (domain.Credential, error) {
-	c, err := v.onCredential(ctx, owner, serverID, id, func(c domain.Credential) (domain.Credential, []events.Record, error) {
+// Revoking a revoked credential stores nothing and answers it as it is.
+func (v *Vault) RevokeCredential(ctx context.Context, in Intent, owner events.Owner, serverID, id string) (domain.Credential, Written, error) {
+	c, w, err := v.credentialWrite(ctx, in, owner, serverID, id, func(c domain.Credential) (domain.Credential, []events.Record, error) {
 		return domain.RevokeCredential(c, v.now())
 	})
 	if err != nil {
-		return domain.Credential{}, err
+		return domain.Credential{}, Written{}, err
 	}
 	v.shred(ctx, id)
-	return c, nil
+	return c, w, nil
 }
 
 // DeleteCredential deletes the credential and destroys its data key.
-func (v *Vault) DeleteCredential(ctx context.Context, owner events.Owner, serverID, id string) error {
-	_, err := v.onCredential(ctx, owner, serverID, id, func(c domain.Credential) (domain.Credential, []events.Record, error) {
+func (v *Vault) DeleteCredential(ctx context.Context, in Intent, owner events.Owner, serverID, id string) (Written, error) {
+	_, w, err := v.credentialWrite(ctx, in, owner, serverID, id, func(c domain.Credential) (domain.Credential, []events.Record, error) {
 		return domain.DeleteCredential(c, v.now())
 	})
 	if err != nil {
-		return err
+		return Written{}, err
 	}
 	v.shred(ctx, id)
-	return nil
+	return w, nil
 }
 
 // shred destroys data keys. A failure is logged, not returned: the event is
-// already stored, and the projector destroys the key again when it applies
-// the event, so a crash or outage here only delays the destruction.
+// already stored (or certainly not), and the projector keeps destroying the
+// keys of revoked and deleted credentials until it succeeds.
 func (v *Vault) shred(ctx context.Context, credentialIDs ...string) {
 	st := v.Store()
 	if st == nil {

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"time"
 
+	"github.com/oklog/ulid/v2"
+
 	"github.com/mcpvault/vault/events"
 	"github.com/mcpvault/vault/eventstore"
 )
@@ -18,49 +20,64 @@ type IdemOutcome int
 
 // The outcomes of BeginIdempotent.
 const (
-	IdemProceed  IdemOutcome = iota // first time: run the request, then Finish or Abandon
+	IdemProceed  IdemOutcome = iota // run the request with the ticket's Intent, then Finish
 	IdemReplay                      // answered before: send the remembered answer
-	IdemInFlight                    // the first request with this key is still running: 409
+	IdemInFlight                    // another attempt with this key is still running: 409
 	IdemMismatch                    // the key was used with another request: 422
 )
 
-// IdemAnswer is a remembered answer. It never holds a secret: the vault's
-// answers never do, and the request is kept only as a keyed fingerprint.
+// IdemAnswer is the record kept under an idempotency key. It never holds a
+// secret: the vault's answers never do, and the request is kept only as a
+// keyed fingerprint.
 type IdemAnswer struct {
-	State       string    `json:"state"` // "pending" or "done"
+	State string `json:"state"` // "pending" or "done"
+	// KID names the master key the fingerprint was taken under, so that a
+	// master-key rotation does not change how a retry is compared.
+	KID         string    `json:"kid"`
 	Fingerprint []byte    `json:"fingerprint"`
-	StartedAt   time.Time `json:"started_at"`
-	Status      int       `json:"status,omitempty"`
-	ContentType string    `json:"content_type,omitempty"`
-	Body        []byte    `json:"body,omitempty"`
+	StartedAt   time.Time `json:"started_at"` // the first attempt's start
+	// Deadline is when the running attempt is given up for dead (its
+	// process died or it overran); a retry then takes it over.
+	Deadline time.Time `json:"deadline"`
+	// ID and EventID are the write's Intent: every attempt uses them.
+	ID      string `json:"id"`
+	EventID string `json:"event_id"`
+
+	Status      int    `json:"status,omitempty"`
+	ContentType string `json:"content_type,omitempty"`
+	Body        []byte `json:"body,omitempty"`
+	Seq         uint64 `json:"seq,omitempty"`
 }
 
-// IdemTicket identifies a request that BeginIdempotent let proceed.
+// IdemTicket identifies an attempt that BeginIdempotent let proceed.
 type IdemTicket struct {
-	key string
-	rev uint64
-	fp  []byte
+	// Intent is the write's identity, the same for every attempt under the key.
+	Intent Intent
+	key    string
+	rev    uint64
+	rec    IdemAnswer
 }
-
-// staleAfter is when a pending entry is taken to belong to a crashed API.
-const staleAfter = 60 * time.Second
 
 // BeginIdempotent claims key for owner and the request fingerprinted by
-// request (method, path and body). Keys are scoped per owner.
-func (v *Vault) BeginIdempotent(ctx context.Context, owner events.Owner, key string, request ...[]byte) (IdemOutcome, *IdemAnswer, IdemTicket, error) {
+// request (method, path and body); keys are scoped per owner. ttl is how
+// long the attempt may run before a retry may take it over.
+func (v *Vault) BeginIdempotent(ctx context.Context, owner events.Owner, key string, ttl time.Duration, request ...[]byte) (IdemOutcome, *IdemAnswer, IdemTicket, error) {
 	st := v.Store()
 	if st == nil {
 		return 0, nil, IdemTicket{}, ErrUnavailable
 	}
-	// Bounded like an append: when NATS has just gone away unnoticed, the
+	// Bounded like a write: when NATS has just gone away unnoticed, the
 	// JetStream default (5 s) alone would break "503 within 5 s".
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	sum := sha256.Sum256([]byte(owner.Key() + "\x00" + key))
-	t := IdemTicket{key: hex.EncodeToString(sum[:]), fp: v.Keys.Fingerprint(request...)}
-	pending, _ := json.Marshal(IdemAnswer{State: "pending", Fingerprint: t.fp, StartedAt: time.Now().UTC()})
+	now := time.Now().UTC()
+	in := v.NewIntent()
+	t := IdemTicket{key: hex.EncodeToString(sum[:]), Intent: in, rec: IdemAnswer{
+		State: "pending", KID: v.Keys.ActiveKID(), Fingerprint: v.Keys.Fingerprint(request...),
+		StartedAt: now, Deadline: now.Add(ttl), ID: in.ID.String(), EventID: in.EventID}}
 	for attempt := 0; attempt < 3; attempt++ {
-		rev, err := st.IdemCreate(ctx, t.key, pending)
+		rev, err := st.IdemCreate(ctx, t.key, mustJSON(t.rec))
 		if err == nil {
 			t.rev = rev
 			return IdemProceed, nil, t, nil
@@ -70,7 +87,7 @@ func (v *Vault) BeginIdempotent(ctx context.Context, owner events.Owner, key str
 		}
 		raw, rev, err := st.IdemGet(ctx, t.key)
 		if errors.Is(err, eventstore.ErrKeyNotFound) {
-			continue // expired or abandoned meanwhile
+			continue // expired meanwhile
 		}
 		if err != nil {
 			return 0, nil, t, ErrUnavailable
@@ -79,66 +96,71 @@ func (v *Vault) BeginIdempotent(ctx context.Context, owner events.Owner, key str
 		if err := json.Unmarshal(raw, &prev); err != nil {
 			return 0, nil, t, err
 		}
+		kid := prev.KID
+		if kid == "" { // a record from before key ids were kept: the active key's
+			kid = v.Keys.ActiveKID()
+		}
+		fp, ok := v.Keys.FingerprintWith(kid, request...)
 		switch {
-		case !hmac.Equal(prev.Fingerprint, t.fp):
+		case !ok || !hmac.Equal(prev.Fingerprint, fp):
 			return IdemMismatch, nil, t, nil
 		case prev.State == "done":
 			return IdemReplay, &prev, t, nil
-		case time.Since(prev.StartedAt) < staleAfter:
+		case now.Before(prev.Deadline):
 			return IdemInFlight, nil, t, nil
 		}
-		// A pending entry from an API that died: take it over.
-		if rev, err = st.IdemUpdate(ctx, t.key, pending, rev); err == nil {
-			t.rev = rev
+		// The earlier attempt is over without an answer (it died, or its
+		// write's outcome was unknown): take it over with its intent. Its
+		// event may be stored; the write finds it by its id.
+		id, perr := ulid.Parse(prev.ID)
+		if perr != nil {
+			return 0, nil, t, perr
+		}
+		taken := prev
+		taken.Deadline = now.Add(ttl)
+		if rev, err = st.IdemUpdate(ctx, t.key, mustJSON(taken), rev); err == nil {
+			t.rev, t.rec = rev, taken
+			t.Intent = Intent{ID: id, EventID: prev.EventID, Since: prev.StartedAt}
 			return IdemProceed, nil, t, nil
 		}
 	}
 	return IdemInFlight, nil, t, nil
 }
 
-// WithIdempotency returns ctx carrying the ticket's stream message id.
-func (t IdemTicket) WithIdempotency(ctx context.Context) context.Context {
-	return WithIdempotencyMsgID(ctx, "idem-"+t.key)
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // only plain data structures are marshalled
+	}
+	return b
 }
 
-// FinishIdempotent remembers the answer of a request that proceeded.
-func (v *Vault) FinishIdempotent(ctx context.Context, t IdemTicket, status int, contentType string, body []byte) {
+// FinishIdempotent remembers the answer of an attempt that proceeded, before
+// the answer is sent.
+func (v *Vault) FinishIdempotent(ctx context.Context, t IdemTicket, status int, contentType string, body []byte, seq uint64) {
+	done := t.rec
+	done.State, done.Status, done.ContentType, done.Body, done.Seq = "done", status, contentType, body, seq
+	v.updateIdem(ctx, t, done)
+}
+
+// ReleaseIdempotent ends an attempt whose answer must not be remembered (a
+// 5xx, a lost race): the record stays, with the intent, and a retry takes
+// it over at once — the write may be stored (an unknown outcome), and the
+// retry then finds it and answers it.
+func (v *Vault) ReleaseIdempotent(ctx context.Context, t IdemTicket) {
+	over := t.rec
+	over.Deadline = time.Now().UTC()
+	v.updateIdem(ctx, t, over)
+}
+
+func (v *Vault) updateIdem(ctx context.Context, t IdemTicket, rec IdemAnswer) {
 	st := v.Store()
 	if st == nil {
 		return
 	}
-	done, _ := json.Marshal(IdemAnswer{State: "done", Fingerprint: t.fp, StartedAt: time.Now().UTC(),
-		Status: status, ContentType: contentType, Body: body})
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	if _, err := st.IdemUpdate(ctx, t.key, done, t.rev); err != nil {
-		v.Log.Warn("remembering an idempotent answer failed", "err", err)
+	if _, err := st.IdemUpdate(ctx, t.key, mustJSON(rec), t.rev); err != nil {
+		v.Log.Warn("updating an idempotency record failed", "err", err)
 	}
-}
-
-// AbandonIdempotent forgets a request that must be retryable (a 5xx, a lost
-// race, a rate limit), so a retry with the same key runs again.
-func (v *Vault) AbandonIdempotent(ctx context.Context, t IdemTicket) {
-	st := v.Store()
-	if st == nil {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	if err := st.IdemDelete(ctx, t.key, t.rev); err != nil {
-		v.Log.Warn("forgetting an idempotency key failed", "err", err)
-	}
-}
-
-type idemKey struct{}
-
-// WithIdempotencyMsgID makes the appends of ctx use msgID as their
-// Nats-Msg-Id, so a retried request is stored once by the stream itself.
-func WithIdempotencyMsgID(ctx context.Context, msgID string) context.Context {
-	return context.WithValue(ctx, idemKey{}, msgID)
-}
-
-func idempotencyMsgID(ctx context.Context) string {
-	s, _ := ctx.Value(idemKey{}).(string)
-	return s
 }

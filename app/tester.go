@@ -18,5 +18,6 @@ type TestResult struct {
 	ErrorCode  string
 	ErrorMsg   string
 	TargetHost string
-	Sent       bool // the credential was sent to the server
+	Sent       bool   // the credential was sent to the server
+	Seq        uint64 // the stream sequence of the recorded use, if any
 }

@@ -41,6 +41,10 @@ type Credential struct {
 	RevokedAt            *events.Time
 	Deleted              bool
 	Secret               *events.Sealed
+	// Version is the stream sequence of the credential's last state change
+	// (its subject's last message; uses are not state changes): the
+	// expectation of its next write.
+	Version uint64
 }
 
 // Secret is a credential's plaintext secret. It exists only inside the API
@@ -61,9 +65,25 @@ type CredentialInput struct {
 	ExpiresAt     Field[time.Time]
 }
 
-// Sealer encrypts a secret for the credential described by c (its ID, server
-// and owner are bound to the ciphertext).
-type Sealer func(c Credential, s Secret) (*events.Sealed, error)
+// NewCredential is a decided credential creation whose secret is not
+// sealed yet: the caller seals Secret (bound to Record's ids and owner) and
+// calls Seal, so that the plaintext never reaches an event.
+type NewCredential struct {
+	Record events.Record
+	Secret Secret
+	// NeedsSeal is false for auth type none (there is no secret).
+	NeedsSeal bool
+}
+
+// Seal puts the sealed secret into the event and returns the credential's
+// state and the event to append.
+func (n NewCredential) Seal(sealed *events.Sealed) (Credential, []events.Record) {
+	ev := n.Record.Event.(events.CredentialCreated)
+	ev.Secret = sealed
+	rec := n.Record
+	rec.Event = ev
+	return ApplyCredential(Credential{}, rec), []events.Record{rec}
+}
 
 // Usable reports whether the credential may be sent upstream at now.
 func (c Credential) Usable(now time.Time) bool {
@@ -92,29 +112,35 @@ func ApplyCredential(c Credential, r events.Record) Credential {
 	case events.CredentialUsed:
 		t := r.OccurredAt
 		c.LastUsedAt = &t
+		return c // a use is not a state change: the version stays
 	case events.ServerDeleted:
 		c.Deleted = true
+		return c // the server's event, not the credential's
+	}
+	if r.Sequence > 0 {
+		c.Version = r.Sequence
 	}
 	return c
 }
 
 // CreateCredential decides a new credential with the given id on server s.
-// The secret is sealed by seal before it is put in the event.
-func CreateCredential(s Server, id string, in CredentialInput, now events.Time, seal Sealer) (Credential, []events.Record, error) {
+// The secret comes back in clear beside the event: the caller seals it and
+// calls Seal.
+func CreateCredential(s Server, id string, in CredentialInput, now events.Time) (NewCredential, error) {
 	if s.ID == "" || s.Deleted {
-		return Credential{}, nil, ErrServerNotFound
+		return NewCredential{}, ErrServerNotFound
 	}
 	var name *string
 	if in.Name.has() {
 		if err := checkString("name", in.Name, 1, MaxNameLen); err != nil {
-			return Credential{}, nil, err
+			return NewCredential{}, err
 		}
 		n := in.Name.V
 		name = &n
 	}
 	authType, err := inferAuthType(in)
 	if err != nil {
-		return Credential{}, nil, err
+		return NewCredential{}, err
 	}
 	var secret Secret
 	var preview *string
@@ -122,19 +148,19 @@ func CreateCredential(s Server, id string, in CredentialInput, now events.Time, 
 	switch authType {
 	case AuthBearer:
 		if err := checkSecretValue("bearer_token", in.BearerToken); err != nil {
-			return Credential{}, nil, err
+			return NewCredential{}, err
 		}
 		secret.BearerToken = in.BearerToken.V
 		preview = previewOf(in.BearerToken.V)
 	case AuthAuthorization:
 		if err := checkSecretValue("authorization", in.Authorization); err != nil {
-			return Credential{}, nil, err
+			return NewCredential{}, err
 		}
 		secret.Authorization = in.Authorization.V
 		preview = previewOf(in.Authorization.V)
 	case AuthHeaders:
 		if headerNames, err = checkHeaders(in.Headers); err != nil {
-			return Credential{}, nil, err
+			return NewCredential{}, err
 		}
 		secret.Headers = in.Headers.V
 	}
@@ -142,21 +168,14 @@ func CreateCredential(s Server, id string, in CredentialInput, now events.Time, 
 	if in.ExpiresAt.has() {
 		t := events.NewTime(in.ExpiresAt.V)
 		if !t.After(now.Time) {
-			return Credential{}, nil, Invalid("expires_at", "expires_at must be in the future.")
+			return NewCredential{}, Invalid("expires_at", "expires_at must be in the future.")
 		}
 		expires = &t
 	}
 	meta := events.Meta{AggregateID: id, ServerID: s.ID, Owner: s.Owner, OccurredAt: now}
 	ev := events.CredentialCreated{Name: name, AuthType: authType, AuthorizationPreview: preview,
 		HeaderNames: headerNames, ExpiresAt: expires}
-	if authType != AuthNone {
-		c := ApplyCredential(Credential{}, events.Record{Meta: meta, Event: ev})
-		if ev.Secret, err = seal(c, secret); err != nil {
-			return Credential{}, nil, err
-		}
-	}
-	rec := events.Record{Meta: meta, Event: ev}
-	return ApplyCredential(Credential{}, rec), []events.Record{rec}, nil
+	return NewCredential{Record: events.Record{Meta: meta, Event: ev}, Secret: secret, NeedsSeal: authType != AuthNone}, nil
 }
 
 // RevokeCredential decides a revoke. Revoking a revoked credential records

@@ -39,6 +39,25 @@ func (f *fakeSealer) seal(c domain.Credential, s domain.Secret) (*events.Sealed,
 	return fixedSealed(), nil
 }
 
+// createCredential decides a creation and seals it with seal, as the
+// application layer does.
+func createCredential(s domain.Server, id string, in domain.CredentialInput, now events.Time,
+	seal func(domain.Credential, domain.Secret) (*events.Sealed, error)) (domain.Credential, []events.Record, error) {
+	n, err := domain.CreateCredential(s, id, in, now)
+	if err != nil {
+		return domain.Credential{}, nil, err
+	}
+	var sealed *events.Sealed
+	if n.NeedsSeal {
+		unsealed, _ := n.Seal(nil)
+		if sealed, err = seal(unsealed, n.Secret); err != nil {
+			return domain.Credential{}, nil, err
+		}
+	}
+	c, recs := n.Seal(sealed)
+	return c, recs, nil
+}
+
 func credMeta(id string, at events.Time) events.Meta {
 	return events.Meta{AggregateID: id, ServerID: srvID, Owner: owner, OccurredAt: at}
 }
@@ -109,7 +128,7 @@ func TestCreateCredential(t *testing.T) {
 	create := func(in domain.CredentialInput) func(domain.Server, domain.Credential) (domain.Credential, []events.Record, error) {
 		return func(s domain.Server, _ domain.Credential) (domain.Credential, []events.Record, error) {
 			f := &fakeSealer{}
-			return domain.CreateCredential(s, credID, in, t1, f.seal)
+			return createCredential(s, credID, in, t1, f.seal)
 		}
 	}
 	created := func(e events.CredentialCreated) []events.Record {
@@ -250,7 +269,7 @@ func TestCreateCredentialSealing(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &fakeSealer{}
-			c, recs, err := domain.CreateCredential(s, credID, tc.in, t1, f.seal)
+			c, recs, err := createCredential(s, credID, tc.in, t1, f.seal)
 			checkErr(t, err, nil)
 			if f.calls != 1 {
 				t.Fatalf("sealer called %d times, want 1", f.calls)
@@ -277,7 +296,7 @@ func TestCreateCredentialSealing(t *testing.T) {
 	}
 	t.Run("none is not sealed", func(t *testing.T) {
 		f := &fakeSealer{}
-		_, _, err := domain.CreateCredential(s, credID, domain.CredentialInput{}, t1, f.seal)
+		_, _, err := createCredential(s, credID, domain.CredentialInput{}, t1, f.seal)
 		checkErr(t, err, nil)
 		if f.calls != 0 {
 			t.Fatalf("sealer called %d times for auth_type none", f.calls)
@@ -286,7 +305,7 @@ func TestCreateCredentialSealing(t *testing.T) {
 	t.Run("sealer failure records nothing", func(t *testing.T) {
 		boom := errors.New("keyring unavailable")
 		f := &fakeSealer{failure: boom}
-		_, recs, err := domain.CreateCredential(s, credID, domain.CredentialInput{BearerToken: domain.Value("tok")}, t1, f.seal)
+		_, recs, err := createCredential(s, credID, domain.CredentialInput{BearerToken: domain.Value("tok")}, t1, f.seal)
 		if !errors.Is(err, boom) {
 			t.Fatalf("error = %v, want the sealer's error", err)
 		}
@@ -296,7 +315,7 @@ func TestCreateCredentialSealing(t *testing.T) {
 	})
 	t.Run("a refused input is not sealed", func(t *testing.T) {
 		f := &fakeSealer{}
-		_, _, err := domain.CreateCredential(s, credID, domain.CredentialInput{BearerToken: domain.Value("a\nb")}, t1, f.seal)
+		_, _, err := createCredential(s, credID, domain.CredentialInput{BearerToken: domain.Value("a\nb")}, t1, f.seal)
 		checkErr(t, err, invalid("bearer_token"))
 		if f.calls != 0 {
 			t.Fatalf("sealer called for a refused input")
@@ -409,7 +428,7 @@ func TestCredentialRules(t *testing.T) {
 	for _, r := range credentialRules() {
 		t.Run(r.name, func(t *testing.T) {
 			f := &fakeSealer{}
-			c, recs, err := domain.CreateCredential(s, credID, r.in, t1, f.seal)
+			c, recs, err := createCredential(s, credID, r.in, t1, f.seal)
 			if r.param != "" {
 				checkErr(t, err, invalid(r.param))
 				if len(recs) != 0 {
@@ -449,7 +468,7 @@ func TestCredentialPreview(t *testing.T) {
 					in = domain.CredentialInput{Authorization: domain.Value(tc.secret)}
 				}
 				f := &fakeSealer{}
-				c, _, err := domain.CreateCredential(s, credID, in, t1, f.seal)
+				c, _, err := createCredential(s, credID, in, t1, f.seal)
 				checkErr(t, err, nil)
 				if c.AuthorizationPreview == nil || *c.AuthorizationPreview != tc.want {
 					t.Fatalf("preview = %v, want %q", c.AuthorizationPreview, tc.want)
@@ -612,9 +631,9 @@ func TestRecordUse(t *testing.T) {
 func TestApplyCredentialIgnoresOtherCredentials(t *testing.T) {
 	s := foldServer([]events.Record{serverCreated(t0)})
 	f := &fakeSealer{}
-	_, a, err := domain.CreateCredential(s, credID, domain.CredentialInput{BearerToken: domain.Value("tok-a")}, t0, f.seal)
+	_, a, err := createCredential(s, credID, domain.CredentialInput{BearerToken: domain.Value("tok-a")}, t0, f.seal)
 	checkErr(t, err, nil)
-	_, b, err := domain.CreateCredential(s, credID2, domain.CredentialInput{AuthType: domain.Value("none")}, t1, f.seal)
+	_, b, err := createCredential(s, credID2, domain.CredentialInput{AuthType: domain.Value("none")}, t1, f.seal)
 	checkErr(t, err, nil)
 	bRevoked := events.Record{Meta: credMeta(credID2, t2), Event: events.CredentialRevoked{}}
 	history := append(append(append([]events.Record{serverCreated(t0)}, a...), b...), bRevoked)
@@ -632,7 +651,7 @@ func TestCredentialUsable(t *testing.T) {
 	s := foldServer([]events.Record{serverCreated(t0)})
 	f := &fakeSealer{}
 	exp := t2.Time
-	c, _, err := domain.CreateCredential(s, credID, domain.CredentialInput{BearerToken: domain.Value("tok"),
+	c, _, err := createCredential(s, credID, domain.CredentialInput{BearerToken: domain.Value("tok"),
 		ExpiresAt: domain.Value(exp)}, t0, f.seal)
 	checkErr(t, err, nil)
 	if !c.Usable(t1.Time) {

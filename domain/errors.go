@@ -8,9 +8,10 @@ type Kind int
 
 // The kinds of domain error.
 const (
-	KindInvalid  Kind = iota + 1 // a rule is broken: 400
-	KindNotFound                 // unknown or foreign: 404
-	KindConflict                 // a concurrent change won: 409
+	KindInvalid     Kind = iota + 1 // a rule is broken: 400
+	KindNotFound                    // unknown or foreign: 404
+	KindConflict                    // a concurrent change won: 409
+	KindUnavailable                 // the vault cannot serve this now; nothing was stored: 503
 )
 
 // Error is the one error shape of the domain.
@@ -32,9 +33,10 @@ var ErrServerNotFound = &Error{Kind: KindNotFound, Message: "No such MCP server.
 // ErrCredentialNotFound is returned for an unknown, deleted or foreign credential.
 var ErrCredentialNotFound = &Error{Kind: KindNotFound, Message: "No such MCP credential."}
 
-// ErrConflict is returned when a concurrent change to the same server won.
+// ErrConflict is returned when a concurrent change to the same server or
+// credential kept winning.
 var ErrConflict = &Error{Kind: KindConflict, Code: "concurrent_modification",
-	Message: "A concurrent change to this server won; retry the request."}
+	Message: "A concurrent change to this resource won; retry the request."}
 
 // KindOf returns the kind of err, or 0 when err is not a domain error.
 func KindOf(err error) Kind {

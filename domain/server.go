@@ -20,6 +20,9 @@ type Server struct {
 	CreatedAt events.Time
 	UpdatedAt events.Time
 	Deleted   bool
+	// Version is the stream sequence of the server's last event: the
+	// expectation of its next write, and of every credential created on it.
+	Version uint64
 }
 
 // ServerPatch is the request to create or change a server. In a create, the
@@ -64,6 +67,9 @@ func ApplyServer(s Server, r events.Record) Server {
 	case events.ServerDeleted:
 		s.Deleted = true
 		s.UpdatedAt = r.OccurredAt
+	}
+	if r.Sequence > 0 {
+		s.Version = r.Sequence
 	}
 	return s
 }

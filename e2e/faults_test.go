@@ -181,7 +181,7 @@ func lcPrefill(tb testing.TB, js jetstream.JetStream, n int) (lcStream, uint64) 
 		if err != nil {
 			tb.Fatal(err)
 		}
-		msg := nats.NewMsg(events.SubjectFor(m.ServerID, m.AggregateID))
+		msg := nats.NewMsg(events.SubjectOf(events.Record{Meta: m, Event: e}))
 		msg.Data = body
 		msg.Header.Set(jetstream.MsgIDHeader, m.ID)
 		if _, err := js.PublishMsgAsync(msg); err != nil {

@@ -452,6 +452,22 @@ func TestShredding(t *testing.T) {
 						t.Fatalf("deleted server still listed")
 					}
 				}
+				// The API does not enumerate a server's credentials (that
+				// would not be O(1)); the projector's cascade destroys the
+				// data key of every credential under the server once it has
+				// applied the deletion.
+				deadline := time.Now().Add(10 * time.Second)
+				for _, v := range victims {
+					for {
+						if _, ok := shredGetKey(t, env, js, v.ID); !ok {
+							break
+						}
+						if time.Now().After(deadline) {
+							t.Fatalf("the projector did not destroy the data key of %s", v.ID)
+						}
+						time.Sleep(20 * time.Millisecond)
+					}
+				}
 			}
 
 			// Crypto-shredding, read from the raw stream.

@@ -21,6 +21,7 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/mcpvault/vault/events"
 	"github.com/mcpvault/vault/internal/vaulttest"
 )
 
@@ -380,7 +381,7 @@ type tsUsedEvent struct {
 // mcp.credential.used event carrying no secret, and returns it.
 func tsMustUsedEvent(tb testing.TB, env *vaulttest.Env, serverID, credID string, secrets ...string) tsUsedEvent {
 	tb.Helper()
-	msg := tsLastEvent(tb, env, "vault."+serverID+".credential."+credID)
+	msg := tsLastEvent(tb, env, events.UseSubject(serverID, credID))
 	tsMustNoSecret(tb, "the stream event", msg.Data, secrets...)
 	for k, vs := range msg.Header {
 		tsMustNoSecret(tb, "the stream event headers", []byte(k+": "+strings.Join(vs, ",")), secrets...)

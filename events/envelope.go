@@ -177,14 +177,26 @@ func CredentialSubject(serverID, credentialID string) string {
 	return SubjectPrefix + serverID + ".credential." + credentialID
 }
 
-// ServerTree is the subject filter covering a server and all its credentials:
-// the consistency boundary of every write.
+// UseSubject is the subject of a credential's use events
+// (mcp.credential.used). Uses have their own subject so that they never
+// conflict with, nor hide, the credential's state changes (scheme v2; v1
+// streams have them on the credential subject).
+func UseSubject(serverID, credentialID string) string {
+	return CredentialSubject(serverID, credentialID) + ".used"
+}
+
+// ServerTree is the subject filter covering a server and everything under
+// it, for consumers; writes check literal subjects only.
 func ServerTree(serverID string) string { return SubjectPrefix + serverID + ".>" }
 
-// SubjectFor returns the subject of an event about aggregateID under serverID.
-func SubjectFor(serverID, aggregateID string) string {
-	if strings.HasPrefix(aggregateID, "mcp_cred_") {
-		return CredentialSubject(serverID, aggregateID)
+// SubjectOf returns the subject an event is stored on.
+func SubjectOf(r Record) string {
+	switch r.Event.(type) {
+	case CredentialUsed:
+		return UseSubject(r.ServerID, r.AggregateID)
 	}
-	return ServerSubject(serverID)
+	if strings.HasPrefix(r.AggregateID, "mcp_cred_") {
+		return CredentialSubject(r.ServerID, r.AggregateID)
+	}
+	return ServerSubject(r.ServerID)
 }

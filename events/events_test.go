@@ -299,8 +299,13 @@ func TestSubjects(t *testing.T) {
 		{events.ServerSubject(srvID), "vault." + srvID + ".server"},
 		{events.CredentialSubject(srvID, credID), "vault." + srvID + ".credential." + credID},
 		{events.ServerTree(srvID), "vault." + srvID + ".>"},
-		{events.SubjectFor(srvID, srvID), "vault." + srvID + ".server"},
-		{events.SubjectFor(srvID, credID), "vault." + srvID + ".credential." + credID},
+		{events.UseSubject(srvID, credID), "vault." + srvID + ".credential." + credID + ".used"},
+		{events.SubjectOf(events.Record{Meta: events.Meta{AggregateID: srvID, ServerID: srvID}, Event: events.ServerUpdated{}}),
+			"vault." + srvID + ".server"},
+		{events.SubjectOf(events.Record{Meta: events.Meta{AggregateID: credID, ServerID: srvID}, Event: events.CredentialRevoked{}}),
+			"vault." + srvID + ".credential." + credID},
+		{events.SubjectOf(events.Record{Meta: events.Meta{AggregateID: credID, ServerID: srvID}, Event: events.CredentialUsed{}}),
+			"vault." + srvID + ".credential." + credID + ".used"},
 	} {
 		if tc.got != tc.want {
 			t.Errorf("subject %q, want %q", tc.got, tc.want)

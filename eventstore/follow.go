@@ -8,13 +8,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// Msg is one stored event as the projector sees it.
-type Msg struct {
-	Seq     uint64
-	Data    []byte
-	Pending uint64 // messages still in the stream after this one
-}
-
 // ErrRestart may be returned by a Follow handler to make Follow return, so
 // the caller can resume from another sequence.
 var ErrRestart = errors.New("eventstore: restart from another sequence")

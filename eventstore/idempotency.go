@@ -47,11 +47,3 @@ func (s *Store) IdemUpdate(ctx context.Context, key string, value []byte, rev ui
 	}
 	return r, nil
 }
-
-// IdemDelete forgets key if it is still at revision rev.
-func (s *Store) IdemDelete(ctx context.Context, key string, rev uint64) error {
-	if err := s.idem.Delete(ctx, key, jetstream.LastRevision(rev)); err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	return nil
-}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,13 +16,15 @@ import (
 
 // Errors the callers map to answers.
 var (
-	// ErrConflict: the expected last sequence did not match (a concurrent write won).
+	// ErrConflict: the expected last sequence did not match (a concurrent
+	// write won); the message is not stored.
 	ErrConflict = errors.New("eventstore: concurrent write")
-	// ErrUnavailable: the stream could not take or serve the request.
+	// ErrUnavailable: the stream could not take or serve the request; a
+	// write is certainly not stored.
 	ErrUnavailable = errors.New("eventstore: stream unavailable")
-	// ErrDuplicate: the message id was already stored (within the
-	// deduplication window) by an earlier attempt.
-	ErrDuplicate = errors.New("eventstore: duplicate message id")
+	// ErrUnknownOutcome: a write was sent but no answer came before the
+	// deadline; it may or may not be stored.
+	ErrUnknownOutcome = errors.New("eventstore: outcome unknown")
 	// ErrKeyNotFound: no data key is stored for the credential (never stored or destroyed).
 	ErrKeyNotFound = errors.New("eventstore: data key not found")
 )
@@ -38,6 +39,10 @@ type Config struct {
 	Duplicates time.Duration
 	// IdempotencyTTL is how long idempotent answers are remembered (default 24 h).
 	IdempotencyTTL time.Duration
+	// AttemptTimeout bounds one publish attempt or message get (default 2 s).
+	AttemptTimeout time.Duration
+	// PublishLatency, when set, observes the duration of every Append.
+	PublishLatency func(time.Duration)
 }
 
 // Store is a connected JetStream client with the vault's streams.
@@ -45,11 +50,11 @@ type Store struct {
 	NC     *nats.Conn
 	JS     jetstream.JetStream
 	cfg    Config
-	events jetstream.Stream
+	stream jetstream.Stream
 	keys   jetstream.Stream
 	idem   jetstream.KeyValue
-	queue  chan *appendReq // group commit, when enabled
-	stats  struct{ batches, batched, fallbacks atomic.Uint64 }
+	events leaderGets // message gets of the event stream
+	keyGet leaderGets // message gets of the keys stream
 }
 
 // Connect dials NATS (comma-separated URLs) and keeps reconnecting forever.
@@ -88,12 +93,17 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if cfg.IdempotencyTTL == 0 {
 		cfg.IdempotencyTTL = 24 * time.Hour
 	}
+	if cfg.AttemptTimeout == 0 {
+		cfg.AttemptTimeout = 2 * time.Second
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{NC: nc, JS: js, cfg: cfg}
-	s.events, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+	s := &Store{NC: nc, JS: js, cfg: cfg,
+		events: newLeaderGets(nc, cfg.Stream, cfg.AttemptTimeout),
+		keyGet: newLeaderGets(nc, cfg.KeysStreamName(), cfg.AttemptTimeout)}
+	s.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        cfg.Stream,
 		Description: "MCP Vault events (see events/doc.go)",
 		Subjects:    []string{"vault.>"},
@@ -105,8 +115,6 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		DenyPurge:   true,
 		AllowDirect: true,
 		MaxMsgSize:  4 << 20,
-		// Group commit publishes concurrent appends as one atomic batch.
-		AllowAtomicPublish: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: stream %s: %w", cfg.Stream, err)
@@ -144,102 +152,19 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 // Config returns the store's configuration.
 func (s *Store) Config() Config { return s.cfg }
 
-// Append publishes one event. expectSeq is the last sequence the writer saw
-// on the subject filter expect (0 = none yet); msgID deduplicates retries.
-func (s *Store) Append(ctx context.Context, subject string, data []byte, msgID, expect string, expectSeq uint64) (uint64, error) {
-	if s.queue != nil {
-		seq, dup, err := s.publishGrouped(ctx, subject, data, msgID, expect, expectSeq)
-		switch {
-		case err != nil:
-			return 0, classify(err)
-		case dup:
-			return seq, ErrDuplicate
-		}
-		return seq, nil
+func (s *Store) observePublish(d time.Duration) {
+	if s.cfg.PublishLatency != nil {
+		s.cfg.PublishLatency(d)
 	}
-	opts := []jetstream.PublishOpt{jetstream.WithMsgID(msgID)}
-	if expect != "" {
-		opts = append(opts, jetstream.WithExpectLastSequenceForSubject(expectSeq, expect))
-	}
-	ack, err := s.JS.Publish(ctx, subject, data, opts...)
-	if err != nil {
-		return 0, classify(err)
-	}
-	if ack.Duplicate {
-		return ack.Sequence, ErrDuplicate
-	}
-	return ack.Sequence, nil
-}
-
-// AppendUnchecked publishes an event that needs no concurrency check (a
-// record of use): it never conflicts with other writes.
-func (s *Store) AppendUnchecked(ctx context.Context, subject string, data []byte, msgID string) (uint64, error) {
-	return s.Append(ctx, subject, data, msgID, "", 0)
-}
-
-func classify(err error) error {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
-		apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
-		return fmt.Errorf("%w: %v", ErrConflict, err)
-	}
-	return fmt.Errorf("%w: %v", ErrUnavailable, err)
 }
 
 // LastSeq is the sequence of the newest event in the stream.
 func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
-	info, err := s.events.Info(ctx)
+	info, err := s.stream.Info(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	return info.State.LastSeq, nil
-}
-
-// PutKey stores a credential's wrapped data key.
-func (s *Store) PutKey(ctx context.Context, credentialID string, wrapped []byte) error {
-	_, err := s.JS.Publish(ctx, s.cfg.keySubject(credentialID), wrapped, jetstream.WithMsgID("dek-"+credentialID))
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	return nil
-}
-
-// GetKey returns a credential's wrapped data key.
-func (s *Store) GetKey(ctx context.Context, credentialID string) ([]byte, error) {
-	m, err := s.keys.GetLastMsgForSubject(ctx, s.cfg.keySubject(credentialID))
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil, ErrKeyNotFound
-	}
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	return m.Data, nil
-}
-
-// DestroyKey overwrites and removes a credential's wrapped data key
-// (SecureDeleteMsg: plain deletes and purges leave the bytes on disk). It is
-// idempotent: a key already gone is not an error.
-func (s *Store) DestroyKey(ctx context.Context, credentialID string) error {
-	for {
-		m, err := s.keys.GetLastMsgForSubject(ctx, s.cfg.keySubject(credentialID))
-		if errors.Is(err, jetstream.ErrMsgNotFound) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
-		if err := s.keys.SecureDeleteMsg(ctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			// The API and the projector both destroy a key; the second
-			// SecureDeleteMsg fails with a server error ("no message found",
-			// "sequence not found") rather than ErrMsgNotFound. Look again:
-			// gone is success, a newer message is destroyed next round.
-			again, gerr := s.keys.GetLastMsgForSubject(ctx, s.cfg.keySubject(credentialID))
-			if errors.Is(gerr, jetstream.ErrMsgNotFound) || (gerr == nil && again.Sequence != m.Sequence) {
-				continue
-			}
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
-	}
 }
 
 // OpenWhenReady retries Open until it succeeds or ctx ends, calling onRetry

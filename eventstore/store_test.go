@@ -4,61 +4,225 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mcpvault/vault/eventstore"
+	"github.com/mcpvault/vault/internal/faultnet"
 )
 
-func MustStore(tb testing.TB) *eventstore.Store {
+func MustServer(tb testing.TB) *server.Server {
 	tb.Helper()
 	srv, err := eventstore.StartEmbedded(eventstore.EmbeddedOptions{Listen: "127.0.0.1:0", StoreDir: tb.TempDir()})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(srv.Shutdown)
-	nc, err := eventstore.Connect(srv.ClientURL(), "test")
+	return srv
+}
+
+func MustStoreAt(tb testing.TB, url string, cfg eventstore.Config) *eventstore.Store {
+	tb.Helper()
+	nc, err := eventstore.Connect(url, "test")
 	if err != nil {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(nc.Close)
-	st, err := eventstore.Open(context.Background(), nc, eventstore.Config{Stream: "VAULT"})
+	if cfg.Stream == "" {
+		cfg.Stream = "VAULT"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := eventstore.Open(ctx, nc, cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return st
 }
 
-// The consistency boundary of a server is the wildcard "vault.<srv>.>": a
-// write that saw an older sequence anywhere under it must be refused.
-func TestAppendExpectsLastSequenceOfServerTree(t *testing.T) {
+func MustStore(tb testing.TB) *eventstore.Store {
+	tb.Helper()
+	return MustStoreAt(tb, MustServer(tb).ClientURL(), eventstore.Config{})
+}
+
+func mustAppend(tb testing.TB, st *eventstore.Store, subject, data, id string, opts ...eventstore.AppendOption) eventstore.Ack {
+	tb.Helper()
+	ack, err := st.Append(context.Background(), subject, []byte(data), append(opts, eventstore.MsgID(id))...)
+	if err != nil {
+		tb.Fatalf("append %s %s: %v", subject, id, err)
+	}
+	return ack
+}
+
+// An expectation is on one literal subject: writes to other subjects do
+// not disturb it, a stale one is refused, and it may name another subject
+// than the one written (a credential created under its server's version).
+func TestAppendExpectsLastSequenceOfLiteralSubject(t *testing.T) {
 	st := MustStore(t)
 	ctx := context.Background()
-	tree := "vault.s1.>"
-	seq1, err := st.Append(ctx, "vault.s1.server", []byte("1"), "m1", tree, 0)
-	if err != nil {
-		t.Fatal(err)
+	srv := "vault.s1.server"
+	a1 := mustAppend(t, st, srv, "created", "m1", eventstore.ExpectLast(srv, 0))
+	if _, err := st.Append(ctx, srv, []byte("x"), eventstore.MsgID("m2"), eventstore.ExpectLast(srv, 0)); !errors.Is(err, eventstore.ErrConflict) {
+		t.Fatalf("second create of one subject: got %v, want conflict", err)
 	}
-	if _, err := st.Append(ctx, "vault.s1.server", []byte("x"), "m2", tree, 0); !errors.Is(err, eventstore.ErrConflict) {
-		t.Fatalf("second create on same tree: got %v, want conflict", err)
+	// Credentials expect the server's version; they never disturb each other.
+	c1 := mustAppend(t, st, "vault.s1.credential.c1", "c1", "m3", eventstore.ExpectLast(srv, a1.Seq))
+	c2 := mustAppend(t, st, "vault.s1.credential.c2", "c2", "m4", eventstore.ExpectLast(srv, a1.Seq))
+	if c2.Seq <= c1.Seq {
+		t.Fatalf("sequences %d, %d", c1.Seq, c2.Seq)
 	}
-	seq2, err := st.Append(ctx, "vault.s1.credential.c1", []byte("2"), "m3", tree, seq1)
-	if err != nil {
-		t.Fatal(err)
+	// The server's own update still expects its own last sequence, which
+	// the credentials did not change.
+	u := mustAppend(t, st, srv, "updated", "m5", eventstore.ExpectLast(srv, a1.Seq))
+	// Now a credential decided on the old version is refused.
+	if _, err := st.Append(ctx, "vault.s1.credential.c3", []byte("c3"), eventstore.MsgID("m6"), eventstore.ExpectLast(srv, a1.Seq)); !errors.Is(err, eventstore.ErrConflict) {
+		t.Fatalf("credential on a stale server version: got %v, want conflict", err)
 	}
-	if _, err := st.Append(ctx, "vault.s1.server", []byte("3"), "m4", tree, seq1); !errors.Is(err, eventstore.ErrConflict) {
-		t.Fatalf("stale write after a credential event: got %v, want conflict", err)
+	mustAppend(t, st, "vault.s1.credential.c3", "c3", "m7", eventstore.ExpectLast(srv, u.Seq))
+	// A message id already stored is not stored again: the ack says so
+	// and carries the original sequence.
+	d1 := mustAppend(t, st, "vault.s3.server", "6", "dup")
+	d2 := mustAppend(t, st, "vault.s3.server", "6", "dup")
+	if d1.Duplicate || !d2.Duplicate || d1.Seq != d2.Seq {
+		t.Fatalf("duplicate publish: %+v then %+v", d1, d2)
 	}
-	if _, err := st.Append(ctx, "vault.s2.server", []byte("4"), "m5", "vault.s2.>", 0); err != nil {
-		t.Fatalf("another server is independent: %v", err)
+	if _, err := st.Append(ctx, "vault.s4.server", []byte("x")); err == nil {
+		t.Fatal("an append without a message id was accepted")
 	}
-	if _, err := st.Append(ctx, "vault.s1.server", []byte("5"), "m6", tree, seq2); err != nil {
-		t.Fatal(err)
+}
+
+// The loads the command side makes: first, last and next on a subject,
+// and a message found by its id, all through the stream leader.
+func TestLeaderGets(t *testing.T) {
+	st := MustStore(t)
+	ctx := context.Background()
+	if _, err := st.Last(ctx, "vault.x.server"); !errors.Is(err, eventstore.ErrNotFound) {
+		t.Fatalf("last of an empty subject: %v", err)
 	}
-	// A retried publish with the same message id is stored once.
-	a, _ := st.AppendUnchecked(ctx, "vault.s3.server", []byte("6"), "dup")
-	b, _ := st.AppendUnchecked(ctx, "vault.s3.server", []byte("6"), "dup")
-	if a != b {
-		t.Fatalf("duplicate publish stored twice: %d, %d", a, b)
+	start := time.Now()
+	var seqs []uint64
+	for i := 0; i < 5; i++ {
+		seqs = append(seqs, mustAppend(t, st, "vault.x.server", strconv.Itoa(i), "x"+strconv.Itoa(i)).Seq)
+		mustAppend(t, st, "vault.y.server", "other", "y"+strconv.Itoa(i))
+	}
+	first, err := st.First(ctx, "vault.x.server")
+	if err != nil || first.Seq != seqs[0] || string(first.Data) != "0" {
+		t.Fatalf("first = %+v, %v", first, err)
+	}
+	last, err := st.Last(ctx, "vault.x.server")
+	if err != nil || last.Seq != seqs[4] || string(last.Data) != "4" || last.Header.Get(jetstream.MsgIDHeader) != "x4" {
+		t.Fatalf("last = %+v, %v", last, err)
+	}
+	next, err := st.Next(ctx, "vault.x.server", seqs[1]+1)
+	if err != nil || next.Seq != seqs[2] {
+		t.Fatalf("next = %+v, %v", next, err)
+	}
+	m, found, err := st.FindMsgID(ctx, "vault.x.server", "x3", start.Add(-time.Second))
+	if err != nil || !found || m.Seq != seqs[3] {
+		t.Fatalf("FindMsgID = %+v, %v, %v", m, found, err)
+	}
+	if _, found, err := st.FindMsgID(ctx, "vault.x.server", "nope", start.Add(-time.Second)); err != nil || found {
+		t.Fatalf("FindMsgID of a missing id = %v, %v", found, err)
+	}
+}
+
+// A publish whose acknowledgement is lost is published again with the same
+// message id until the stream answers: the caller learns it was stored
+// (once), never "not stored".
+func TestAppendResolvesLostAcks(t *testing.T) {
+	srv := MustServer(t)
+	proxy := faultnet.MustListen(t, srv.Addr().String())
+	st := MustStoreAt(t, "nats://"+proxy.Addr(), eventstore.Config{AttemptTimeout: 200 * time.Millisecond})
+	direct := MustStoreAt(t, srv.ClientURL(), eventstore.Config{})
+	ctx := context.Background()
+
+	for _, tc := range []struct {
+		name    string
+		subject string
+		expect  []eventstore.AppendOption
+	}{
+		// Expectation on another subject: the repeat passes it and is
+		// recognised by its message id.
+		{"credential", "vault.s.credential.c", []eventstore.AppendOption{eventstore.ExpectLast("vault.s.server", 0)}},
+		// Expectation on its own subject: the repeat fails it (a single
+		// server checks it before the id), and the stream is asked.
+		{"server", "vault.t.server", []eventstore.AppendOption{eventstore.ExpectLast("vault.t.server", 0)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			proxy.HoldReplies()
+			done := make(chan struct{})
+			var (
+				ack eventstore.Ack
+				err error
+			)
+			go func() {
+				defer close(done)
+				ack, err = st.Append(ctx, tc.subject, []byte("v"), append(tc.expect, eventstore.MsgID("id-"+tc.name))...)
+			}()
+			// Several attempts time out while the message is stored.
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				if m, lerr := direct.Last(ctx, tc.subject); lerr == nil && m.Header.Get(jetstream.MsgIDHeader) == "id-"+tc.name {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the held publish never reached the stream")
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			time.Sleep(500 * time.Millisecond)
+			proxy.Release()
+			<-done
+			if err != nil {
+				t.Fatalf("append with lost acks: %v", err)
+			}
+			m, lerr := direct.Last(ctx, tc.subject)
+			if lerr != nil || m.Seq != ack.Seq {
+				t.Fatalf("ack %+v, stream's last on subject %+v (%v)", ack, m, lerr)
+			}
+			if first, _ := direct.First(ctx, tc.subject); first.Seq != m.Seq {
+				t.Fatalf("stored twice: first %d, last %d", first.Seq, m.Seq)
+			}
+		})
+	}
+
+	// When the answer never comes before the caller's deadline, the outcome
+	// is unknown — not "not stored".
+	proxy.HoldReplies()
+	actx, cancel := context.WithTimeout(ctx, time.Second)
+	_, err := st.Append(actx, "vault.u.server", []byte("v"), eventstore.MsgID("id-u"))
+	cancel()
+	proxy.Release()
+	if !errors.Is(err, eventstore.ErrUnknownOutcome) {
+		t.Fatalf("append without an answer: %v, want unknown outcome", err)
+	}
+	if _, found, ferr := direct.FindMsgID(ctx, "vault.u.server", "id-u", time.Now().Add(-time.Minute)); ferr != nil || !found {
+		t.Fatalf("the message with the unknown outcome: found %v, %v", found, ferr)
+	}
+}
+
+// A write refused for certain is reported as such at once.
+func TestAppendUnavailableIsCertain(t *testing.T) {
+	srv := MustServer(t)
+	st := MustStoreAt(t, srv.ClientURL(), eventstore.Config{})
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	for st.NC.IsConnected() { // a publish sent before the client noticed is of unknown outcome
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_, err := st.Append(ctx, "vault.s.server", []byte("x"), eventstore.MsgID("m"))
+	if !errors.Is(err, eventstore.ErrUnavailable) {
+		t.Fatalf("append with NATS down: %v, want unavailable", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("took %v", d)
 	}
 }
 
@@ -72,69 +236,18 @@ func TestDestroyKey(t *testing.T) {
 	if err != nil || string(got) != "wrapped" {
 		t.Fatalf("GetKey = %q, %v", got, err)
 	}
-	if err := st.DestroyKey(ctx, "c1"); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := st.GetKey(ctx, "c1"); !errors.Is(err, eventstore.ErrKeyNotFound) {
-		t.Fatalf("after destroy: %v", err)
-	}
-	if err := st.DestroyKey(ctx, "c1"); err != nil {
-		t.Fatalf("destroy twice: %v", err)
-	}
-}
-
-// Group commit keeps every append's own guarantees: concurrent appends to
-// different trees all succeed once, a stale expectation fails only its own
-// append, and a retried message id is stored once.
-func TestGroupCommit(t *testing.T) {
-	st := MustStore(t)
-	st.EnableGroupCommit(2)
-	ctx := context.Background()
-	const n = 200
-	type res struct {
-		seq uint64
-		err error
-	}
-	out := make(chan res, 2*n)
-	for i := 0; i < n; i++ {
+	var wg sync.WaitGroup
+	for i := 0; i < 4; i++ { // the API and the projector may destroy at once
+		wg.Add(1)
 		go func() {
-			srv := "g" + strconv.Itoa(i)
-			seq, err := st.Append(ctx, "vault."+srv+".server", []byte("x"), "msg-"+srv, "vault."+srv+".>", 0)
-			out <- res{seq, err}
-			// A second create on the same tree must conflict.
-			_, err = st.Append(ctx, "vault."+srv+".server", []byte("y"), "msg2-"+srv, "vault."+srv+".>", 0)
-			out <- res{0, err}
+			defer wg.Done()
+			if err := st.DestroyKey(ctx, "c1"); err != nil {
+				t.Error(err)
+			}
 		}()
 	}
-	seqs := map[uint64]bool{}
-	conflicts := 0
-	for i := 0; i < 2*n; i++ {
-		r := <-out
-		switch {
-		case errors.Is(r.err, eventstore.ErrConflict):
-			conflicts++
-		case r.err != nil:
-			t.Fatal(r.err)
-		default:
-			if seqs[r.seq] {
-				t.Fatalf("sequence %d given twice", r.seq)
-			}
-			seqs[r.seq] = true
-		}
-	}
-	if len(seqs) != n || conflicts != n {
-		t.Fatalf("%d stored, %d conflicts; want %d and %d", len(seqs), conflicts, n, n)
-	}
-	last, _ := st.LastSeq(ctx)
-	if last != n {
-		t.Fatalf("stream holds %d messages, want %d", last, n)
-	}
-	gs := st.GroupStats()
-	t.Logf("group commit: %+v", gs)
-	if gs.Batches == 0 || gs.Batched < 2*gs.Batches {
-		t.Fatalf("no atomic batch was committed: %+v", gs)
-	}
-	if _, err := st.Append(ctx, "vault.g0.server", []byte("x"), "msg-g0", "", 0); !errors.Is(err, eventstore.ErrDuplicate) {
-		t.Fatalf("retried msg id: %v", err)
+	wg.Wait()
+	if _, err := st.GetKey(ctx, "c1"); !errors.Is(err, eventstore.ErrKeyNotFound) {
+		t.Fatalf("after destroy: %v", err)
 	}
 }

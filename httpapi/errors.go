@@ -44,30 +44,58 @@ func badRequest(c *gin.Context, param, msg string) {
 	abort(c, http.StatusBadRequest, typeInvalid, msg, param, "")
 }
 
-// fail maps an error to its answer: the one table from errors to statuses.
+// answer is how one kind of error is answered.
+type answer struct {
+	status int
+	typ    string
+}
+
+// kinds is the one table from domain error kinds to answers; any error it
+// does not name is a 500.
+var kinds = map[domain.Kind]answer{
+	domain.KindInvalid:     {http.StatusBadRequest, typeInvalid},
+	domain.KindNotFound:    {http.StatusNotFound, typeNotFound},
+	domain.KindConflict:    {http.StatusConflict, typeConflict},
+	domain.KindUnavailable: {http.StatusServiceUnavailable, typeUnavailable},
+}
+
+// sentinels are the application's errors that are not domain errors, with
+// their code.
+var sentinels = []struct {
+	err  error
+	code string
+}{
+	{app.ErrUnavailable, "stream_unavailable"},
+	{app.ErrOutcomeUnknown, "write_outcome_unknown"},
+	{app.ErrReadModelBehind, "read_model_behind"},
+}
+
+// fail maps an error to its answer.
 func (h *Handler) fail(c *gin.Context, err error) {
 	var de *domain.Error
-	switch {
-	case errors.As(err, &de):
-		switch de.Kind {
-		case domain.KindInvalid:
-			abort(c, http.StatusBadRequest, typeInvalid, de.Message, de.Param, de.Code)
-		case domain.KindNotFound:
-			abort(c, http.StatusNotFound, typeNotFound, de.Message, "", "")
-		case domain.KindConflict:
-			abort(c, http.StatusConflict, typeConflict, de.Message, "", de.Code)
+	if errors.As(err, &de) {
+		if a, ok := kinds[de.Kind]; ok {
+			param := ""
+			if de.Kind == domain.KindInvalid {
+				param = de.Param
+			}
+			abort(c, a.status, a.typ, de.Message, param, de.Code)
+			return
 		}
-	case errors.Is(err, app.ErrUnavailable):
-		abort(c, http.StatusServiceUnavailable, typeUnavailable, err.Error(), "", "stream_unavailable")
-	case errors.Is(err, app.ErrReadModelBehind):
-		abort(c, http.StatusServiceUnavailable, typeUnavailable, err.Error(), "", "read_model_behind")
-	case errors.Is(err, c.Request.Context().Err()) && c.Request.Context().Err() != nil:
-		abort(c, 499, typeInvalid, "The client closed the request.", "", "")
-	default:
-		// Only unknown errors are logged with detail; they never carry a secret.
-		h.Log.Error("internal error", "method", c.Request.Method, "route", c.FullPath(), "err", err)
-		abort(c, http.StatusInternalServerError, typeServer, "The server had an error while processing the request.", "", "")
 	}
+	for _, s := range sentinels {
+		if errors.Is(err, s.err) {
+			abort(c, http.StatusServiceUnavailable, typeUnavailable, s.err.Error(), "", s.code)
+			return
+		}
+	}
+	if ctxErr := c.Request.Context().Err(); ctxErr != nil && errors.Is(err, ctxErr) {
+		abort(c, 499, typeInvalid, "The client closed the request.", "", "")
+		return
+	}
+	// Only unknown errors are logged with detail; they never carry a secret.
+	h.Log.Error("internal error", "method", c.Request.Method, "route", c.FullPath(), "err", err)
+	abort(c, http.StatusInternalServerError, typeServer, "The server had an error while processing the request.", "", "")
 }
 
 func notFoundRoute(c *gin.Context) {

@@ -3,6 +3,8 @@ package httpapi
 import (
 	"bytes"
 	"net/http"
+	"strconv"
+	"time"
 	"unicode/utf8"
 
 	"github.com/gin-gonic/gin"
@@ -10,29 +12,54 @@ import (
 	"github.com/mcpvault/vault/app"
 )
 
-const bodyKey = "vault.body"
+const (
+	bodyKey   = "vault.body"
+	intentKey = "vault.intent"
+	// seqHeader carries the stream sequence of a write's last event.
+	seqHeader = "X-Vault-Sequence"
+)
 
-// recorder keeps a copy of the answer for the idempotency bucket.
-type recorder struct {
+// held keeps a handler's answer back until the idempotency record holds it:
+// an answer is remembered before it is sent, so a client that got it and
+// retries gets it again, whatever happens to this process afterwards.
+type held struct {
 	gin.ResponseWriter
-	buf bytes.Buffer
+	status int
+	buf    bytes.Buffer
 }
 
-func (r *recorder) Write(b []byte) (int, error) {
-	r.buf.Write(b)
-	return r.ResponseWriter.Write(b)
+func (r *held) WriteHeader(code int) { r.status = code }
+func (r *held) WriteHeaderNow()      {}
+func (r *held) Status() int          { return r.status }
+func (r *held) Written() bool        { return r.buf.Len() > 0 }
+func (r *held) Size() int            { return r.buf.Len() }
+
+func (r *held) Write(b []byte) (int, error)       { return r.buf.Write(b) }
+func (r *held) WriteString(s string) (int, error) { return r.buf.WriteString(s) }
+
+// send writes the held answer to the client.
+func (r *held) send() {
+	r.ResponseWriter.WriteHeader(r.status)
+	_, _ = r.ResponseWriter.Write(r.buf.Bytes())
 }
 
-func (r *recorder) WriteString(s string) (int, error) {
-	r.buf.WriteString(s)
-	return r.ResponseWriter.WriteString(s)
+// attemptTTL is how long an attempt may run before a retry with its key
+// takes it over: a write is bounded by the write timeout (4 s), testServer
+// also by the upstream timeout (10 s).
+func attemptTTL(c *gin.Context) time.Duration {
+	if c.FullPath() == "/api/v1/llm/mcp/servers/:server_id/test" {
+		return 16 * time.Second
+	}
+	return 8 * time.Second
 }
 
 // idempotent implements Idempotency-Key on POSTs: the same key and request
 // from the same owner within 24 h gets the first answer again and stores
-// nothing new; another request under the key gets 422; a request while the
-// first is in flight gets 409. Answers that must stay retryable (5xx, 409,
-// 429) are not remembered.
+// nothing new — also after the first answer was lost (client gone, API
+// killed, stream failover): the write keeps its ids (its Intent) across
+// attempts, and an attempt that takes over a dead one finds its event in
+// the stream. Another request under the key gets 422; a request while an
+// attempt is really running gets 409.
 func (h *Handler) idempotent(c *gin.Context) {
 	vals, present := c.Request.Header["Idempotency-Key"]
 	if !present {
@@ -53,7 +80,7 @@ func (h *Handler) idempotent(c *gin.Context) {
 	}
 	c.Set(bodyKey, body)
 	ctx := c.Request.Context()
-	outcome, prev, ticket, err := h.Vault.BeginIdempotent(ctx, owner(c), key,
+	outcome, prev, ticket, err := h.Vault.BeginIdempotent(ctx, owner(c), key, attemptTTL(c),
 		[]byte(c.Request.Method), []byte(c.Request.URL.Path), body)
 	if err != nil {
 		h.fail(c, err)
@@ -62,6 +89,9 @@ func (h *Handler) idempotent(c *gin.Context) {
 	switch outcome {
 	case app.IdemReplay:
 		c.Header("Idempotent-Replayed", "true")
+		if prev.Seq > 0 {
+			c.Header(seqHeader, strconv.FormatUint(prev.Seq, 10))
+		}
 		c.Data(prev.Status, prev.ContentType, prev.Body)
 		c.Abort()
 		return
@@ -74,14 +104,32 @@ func (h *Handler) idempotent(c *gin.Context) {
 			"This Idempotency-Key was already used with a different request.", "Idempotency-Key", "idempotency_key_reused")
 		return
 	}
-	rec := &recorder{ResponseWriter: c.Writer}
+	c.Set(intentKey, ticket.Intent)
+	rec := &held{ResponseWriter: c.Writer, status: http.StatusOK}
 	c.Writer = rec
-	c.Request = c.Request.WithContext(ticket.WithIdempotency(ctx))
 	c.Next()
-	switch status := rec.Status(); {
-	case status >= 500, status == http.StatusConflict, status == http.StatusTooManyRequests, status == 499:
-		h.Vault.AbandonIdempotent(ctx, ticket)
+	switch status := rec.status; {
+	case status >= 500, status == http.StatusConflict, status == 499:
+		h.Vault.ReleaseIdempotent(ctx, ticket)
 	default:
-		h.Vault.FinishIdempotent(ctx, ticket, status, rec.Header().Get("Content-Type"), rec.buf.Bytes())
+		seq, _ := strconv.ParseUint(rec.Header().Get(seqHeader), 10, 64)
+		h.Vault.FinishIdempotent(ctx, ticket, status, rec.Header().Get("Content-Type"), rec.buf.Bytes(), seq)
+	}
+	rec.send()
+}
+
+// intent is the identity of this request's write: the idempotency
+// ticket's, or a new one.
+func (h *Handler) intent(c *gin.Context) app.Intent {
+	if v, ok := c.Get(intentKey); ok {
+		return v.(app.Intent)
+	}
+	return h.Vault.NewIntent()
+}
+
+// written sets the X-Vault-Sequence of a write's answer.
+func written(c *gin.Context, w app.Written) {
+	if w.Seq > 0 {
+		c.Header(seqHeader, strconv.FormatUint(w.Seq, 10))
 	}
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/mcpvault/vault/app"
 	"github.com/mcpvault/vault/domain"
 )
 
@@ -18,11 +19,12 @@ func (h *Handler) createServer(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	s, err := h.Vault.CreateServer(c.Request.Context(), owner(c), p)
+	s, w, err := h.Vault.CreateServer(c.Request.Context(), h.intent(c), owner(c), p)
 	if err != nil {
 		h.fail(c, err)
 		return
 	}
+	written(c, w)
 	c.JSON(http.StatusCreated, renderServer(s))
 }
 
@@ -71,20 +73,23 @@ func (h *Handler) updateServer(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	s, err := h.Vault.UpdateServer(c.Request.Context(), owner(c), c.Param("server_id"), p)
+	s, w, err := h.Vault.UpdateServer(c.Request.Context(), h.intent(c), owner(c), c.Param("server_id"), p)
 	if err != nil {
 		h.fail(c, err)
 		return
 	}
+	written(c, w)
 	c.JSON(http.StatusOK, renderServer(s))
 }
 
 func (h *Handler) deleteServer(c *gin.Context) {
 	id := c.Param("server_id")
-	if err := h.Vault.DeleteServer(c.Request.Context(), owner(c), id); err != nil {
+	w, err := h.Vault.DeleteServer(c.Request.Context(), h.intent(c), owner(c), id)
+	if err != nil {
 		h.fail(c, err)
 		return
 	}
+	written(c, w)
 	c.JSON(http.StatusOK, deletedJSON{ID: id, Object: "mcp.server.deleted", Deleted: true})
 }
 
@@ -102,11 +107,12 @@ func (h *Handler) createCredential(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	cred, err := h.Vault.CreateCredential(c.Request.Context(), owner(c), c.Param("server_id"), in)
+	cred, w, err := h.Vault.CreateCredential(c.Request.Context(), h.intent(c), owner(c), c.Param("server_id"), in)
 	if err != nil {
 		h.fail(c, err)
 		return
 	}
+	written(c, w)
 	c.JSON(http.StatusCreated, renderCredential(cred))
 }
 
@@ -169,20 +175,23 @@ func (h *Handler) revokeCredential(c *gin.Context) {
 	if !emptyBody(c) {
 		return
 	}
-	cred, err := h.Vault.RevokeCredential(c.Request.Context(), owner(c), c.Param("server_id"), c.Param("credential_id"))
+	cred, w, err := h.Vault.RevokeCredential(c.Request.Context(), h.intent(c), owner(c), c.Param("server_id"), c.Param("credential_id"))
 	if err != nil {
 		h.fail(c, err)
 		return
 	}
+	written(c, w)
 	c.JSON(http.StatusOK, renderCredential(cred))
 }
 
 func (h *Handler) deleteCredential(c *gin.Context) {
 	id := c.Param("credential_id")
-	if err := h.Vault.DeleteCredential(c.Request.Context(), owner(c), c.Param("server_id"), id); err != nil {
+	w, err := h.Vault.DeleteCredential(c.Request.Context(), h.intent(c), owner(c), c.Param("server_id"), id)
+	if err != nil {
 		h.fail(c, err)
 		return
 	}
+	written(c, w)
 	c.JSON(http.StatusOK, deletedJSON{ID: id, Object: "mcp.credential.deleted", Deleted: true})
 }
 
@@ -205,10 +214,11 @@ func (h *Handler) testServer(c *gin.Context) {
 		h.fail(c, domain.Invalid("credential_id", "credential_id must be a credential ID (mcp_cred_…)."))
 		return
 	}
-	res, err := h.Vault.TestServer(c.Request.Context(), owner(c), c.Param("server_id"), credID.V)
+	res, err := h.Vault.TestServer(c.Request.Context(), h.intent(c), owner(c), c.Param("server_id"), credID.V)
 	if err != nil {
 		h.fail(c, err)
 		return
 	}
+	written(c, app.Written{Seq: res.Seq})
 	c.JSON(http.StatusOK, renderTest(c.Param("server_id"), res))
 }

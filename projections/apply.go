@@ -82,18 +82,19 @@ const (
 )
 
 const (
-	bumpTree     = "UPDATE servers SET tree_seq = ? WHERE id = ?"
-	setLastSeq   = "UPDATE projector_state SET last_seq = ? WHERE id = 1"
-	selectServer = "SELECT " + serverColumns + " FROM servers WHERE id = ?"
-	selectCred   = "SELECT " + credentialColumns + " FROM credentials WHERE id = ?"
-	deleteCreds  = "DELETE FROM credentials WHERE server_id = ?"
-	deleteServer = "DELETE FROM servers WHERE id = ?"
-	deleteCred   = "DELETE FROM credentials WHERE id = ?"
+	bumpTree      = "UPDATE servers SET tree_seq = ? WHERE id = ?"
+	setLastSeq    = "UPDATE projector_state SET last_seq = ? WHERE id = 1"
+	selectServer  = "SELECT " + serverColumns + " FROM servers WHERE id = ?"
+	selectCred    = "SELECT " + credentialColumns + " FROM credentials WHERE id = ?"
+	deleteCreds   = "DELETE FROM credentials WHERE server_id = ?"
+	deleteServer  = "DELETE FROM servers WHERE id = ?"
+	deleteCred    = "DELETE FROM credentials WHERE id = ?"
+	selectCredIDs = "SELECT id FROM credentials WHERE server_id = ?"
 )
 
 // applyStatements are prepared once per writer.
 var applyStatements = []string{insertServer, insertCred, bumpTree, setLastSeq, selectServer, selectCred,
-	deleteCreds, deleteServer, deleteCred}
+	deleteCreds, deleteServer, deleteCred, selectCredIDs}
 
 // applier applies the records of one transaction. The newest sequence per
 // server tree is written once per transaction, not once per event.
@@ -139,10 +140,18 @@ func (a *applier) apply(r events.Record) ([]string, error) {
 		return nil, a.exec(insertServer, serverArgs(s, r.Sequence)...)
 	case events.ServerDeleted:
 		delete(a.trees, r.ServerID)
+		// Every credential under the server goes, and so does its data key —
+		// also those the deciding API did not know of (e.CredentialIDs is
+		// not a complete list).
+		ids, err := a.credentialIDs(r.ServerID)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, e.CredentialIDs...)
 		if err := a.exec(deleteCreds, r.ServerID); err != nil {
 			return nil, err
 		}
-		return e.CredentialIDs, a.exec(deleteServer, r.ServerID)
+		return ids, a.exec(deleteServer, r.ServerID)
 	case events.CredentialCreated:
 		c := domain.ApplyCredential(domain.Credential{}, r)
 		a.trees[r.ServerID] = r.Sequence
@@ -164,6 +173,28 @@ func (a *applier) apply(r events.Record) ([]string, error) {
 		return shred, a.exec(insertCred, credentialArgs(c)...)
 	}
 	return nil, nil
+}
+
+// credentialIDs lists the credentials of a server.
+func (a *applier) credentialIDs(serverID string) ([]string, error) {
+	stmt, err := a.d.stmt(selectCredIDs)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := a.tx.StmtContext(a.ctx, stmt).QueryContext(a.ctx, serverID)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }
 
 // ignoreMissing treats an event about an aggregate the read model no longer

@@ -39,14 +39,14 @@ var ErrDecrypt = errors.New("seal: ciphertext does not open")
 
 // Keyring holds the master keys. The first key encrypts; all decrypt.
 type Keyring struct {
-	active string
-	aeads  map[string]cipher.AEAD
-	macKey []byte // derived from the active key, for Fingerprint
+	active  string
+	aeads   map[string]cipher.AEAD
+	macKeys map[string][]byte // derived from each key, for Fingerprint
 }
 
 // ParseKeyring parses "kid:base64(32 bytes),…". Errors never include key material.
 func ParseKeyring(spec string) (*Keyring, error) {
-	kr := &Keyring{aeads: map[string]cipher.AEAD{}}
+	kr := &Keyring{aeads: map[string]cipher.AEAD{}, macKeys: map[string][]byte{}}
 	for i, part := range strings.Split(spec, ",") {
 		part = strings.TrimSpace(part)
 		kid, b64, ok := strings.Cut(part, ":")
@@ -68,10 +68,10 @@ func ParseKeyring(spec string) (*Keyring, error) {
 		}
 		if i == 0 {
 			kr.active = kid
-			m := hmac.New(sha256.New, key)
-			m.Write([]byte("mcp-vault/v1 fingerprint key"))
-			kr.macKey = m.Sum(nil)
 		}
+		m := hmac.New(sha256.New, key)
+		m.Write([]byte("mcp-vault/v1 fingerprint key"))
+		kr.macKeys[kid] = m.Sum(nil)
 	}
 	return kr, nil
 }
@@ -81,12 +81,24 @@ func ParseKeyring(spec string) (*Keyring, error) {
 // compare requests that contain secrets without storing anything from which
 // a low-entropy secret could be guessed offline.
 func (k *Keyring) Fingerprint(parts ...[]byte) []byte {
-	m := hmac.New(sha256.New, k.macKey)
+	sum, _ := k.FingerprintWith(k.active, parts...)
+	return sum
+}
+
+// FingerprintWith is Fingerprint under the key kid, so that a fingerprint
+// taken before a rotation is compared under the key it was taken with. It
+// reports false when the keyring no longer holds kid.
+func (k *Keyring) FingerprintWith(kid string, parts ...[]byte) ([]byte, bool) {
+	key, ok := k.macKeys[kid]
+	if !ok {
+		return nil, false
+	}
+	m := hmac.New(sha256.New, key)
 	for _, p := range parts {
 		m.Write(binary.BigEndian.AppendUint32(nil, uint32(len(p))))
 		m.Write(p)
 	}
-	return m.Sum(nil)
+	return m.Sum(nil), true
 }
 
 func validKID(kid string) bool {

@@ -33,9 +33,6 @@ type API struct {
 	MasterKeys    *seal.Keyring
 	AllowPrivate  bool
 	RateLimit     float64
-	// NoGroupCommit publishes each write on its own instead of committing
-	// concurrent writes together as atomic batches (see eventstore).
-	NoGroupCommit bool
 	Log           *slog.Logger
 	Tester        app.Tester // optional; default: the upstream MCP client
 	Now           func() time.Time
@@ -72,9 +69,6 @@ func (a *API) Run(ctx context.Context) error {
 			a.Log.Warn("event stream not available yet; writes answer 503", "err", err)
 		})
 		if err == nil {
-			if !a.NoGroupCommit {
-				st.EnableGroupCommit(2)
-			}
 			v.SetStore(st)
 			a.Log.Info("event stream bound", "stream", a.Stream)
 		}

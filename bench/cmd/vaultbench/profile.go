@@ -50,7 +50,7 @@ func startInProcess(ctx context.Context, dir string, syncAlways, groupCommit boo
 	}()
 	go func() {
 		p.done <- (&service.API{Listener: ln, NATSURL: url, Stream: "VAULT", ReadModelPath: rm,
-			Keys: []httpapi.APIKey{{Account: benchAccount, Key: benchKey}}, MasterKeys: kr, NoGroupCommit: !groupCommit, Log: quiet}).Run(rctx)
+			Keys: []httpapi.APIKey{{Account: benchAccount, Key: benchKey}}, MasterKeys: kr, Log: quiet}).Run(rctx)
 	}()
 	v := &vaultProc{URL: p.URL, exited: make(chan error, 1)}
 	if err := v.waitReady(ctx, 30*time.Second, 0); err != nil {

@@ -31,7 +31,6 @@ type Config struct {
 	Replicas      int
 	ReadModelPath string
 	AllowPrivate  bool
-	GroupCommit   bool
 	RateLimit     float64
 	LogLevel      slog.Level
 }
@@ -66,9 +65,6 @@ func Load() (Config, error) {
 	var err error
 	if c.AllowPrivate, err = strconv.ParseBool(env("VAULT_ALLOW_PRIVATE_UPSTREAMS", "false")); err != nil {
 		return c, fmt.Errorf("VAULT_ALLOW_PRIVATE_UPSTREAMS: want true or false")
-	}
-	if c.GroupCommit, err = strconv.ParseBool(env("VAULT_GROUP_COMMIT", "false")); err != nil {
-		return c, fmt.Errorf("VAULT_GROUP_COMMIT: want true or false")
 	}
 	if c.Replicas, err = strconv.Atoi(env("VAULT_NATS_REPLICAS", "1")); err != nil || c.Replicas < 1 || c.Replicas > 5 {
 		return c, fmt.Errorf("VAULT_NATS_REPLICAS: want 1 to 5")

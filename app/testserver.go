@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/mcpvault/vault/domain"
 	"github.com/mcpvault/vault/events"
@@ -16,7 +15,7 @@ import (
 // credential (credentialID, or else the newest usable one, or none) and lists
 // its tools. Each use of a credential is recorded as an event before the
 // answer, so last_used_at keeps the read-your-writes promise.
-func (v *Vault) TestServer(ctx context.Context, owner events.Owner, serverID, credentialID string) (TestResult, error) {
+func (v *Vault) TestServer(ctx context.Context, in Intent, owner events.Owner, serverID, credentialID string) (TestResult, error) {
 	if !domain.ValidServerID(serverID) {
 		return TestResult{}, domain.ErrServerNotFound
 	}
@@ -84,9 +83,15 @@ func (v *Vault) TestServer(ctx context.Context, owner events.Owner, serverID, cr
 		if err != nil {
 			return TestResult{}, err
 		}
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		rec := recs[0]
+		rec.ID = in.EventID
+		st := v.Store()
+		if st == nil {
+			return TestResult{}, ErrUnavailable
+		}
+		wctx, cancel := v.writeContext(ctx)
 		defer cancel()
-		if _, err := v.append(wctx, serverID, recs, 0, false); err != nil {
+		if res.Seq, err = v.appendEvent(wctx, st, rec, "", 0); err != nil {
 			return TestResult{}, err
 		}
 	}
