@@ -147,7 +147,16 @@ func (a *applier) apply(r events.Record) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		ids = append(ids, e.CredentialIDs...)
+		known := make(map[string]bool, len(ids))
+		for _, id := range ids {
+			known[id] = true
+		}
+		for _, id := range e.CredentialIDs { // each key once
+			if !known[id] {
+				known[id] = true
+				ids = append(ids, id)
+			}
+		}
 		if err := a.exec(deleteCreds, r.ServerID); err != nil {
 			return nil, err
 		}
