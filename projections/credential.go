@@ -84,6 +84,24 @@ func (v View) ListCredentials(ctx context.Context, owner events.Owner, serverID 
 	return page(ctx, v.q, q, []any{serverID, owner.Key()}, p, scanCredential)
 }
 
+// ListServerCredentials is ListCredentials for a server that must exist:
+// ErrNotFound when the owner has no such server. It needs no transaction: a
+// page with items proves the server (its credentials are deleted with it,
+// in one transaction), and only an empty page is followed by a look at the
+// server (a server without those credentials existed between the two).
+func (v View) ListServerCredentials(ctx context.Context, owner events.Owner, serverID string, includeRevoked bool, p Page) ([]domain.Credential, bool, error) {
+	out, more, err := v.ListCredentials(ctx, owner, serverID, includeRevoked, p)
+	if err != nil || len(out) > 0 {
+		return out, more, err
+	}
+	var one int
+	err = v.q.QueryRowContext(ctx, "SELECT 1 FROM servers WHERE id = ? AND owner = ?", serverID, owner.Key()).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, false, ErrNotFound
+	}
+	return out, more, err
+}
+
 // NewestUsableCredential returns the owner's newest credential of a server
 // that is neither revoked nor expired at now, or ErrNotFound.
 func (v View) NewestUsableCredential(ctx context.Context, owner events.Owner, serverID string, now time.Time) (domain.Credential, error) {

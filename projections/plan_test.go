@@ -139,6 +139,8 @@ func planCalls(tb testing.TB, v View, srv string, cursor string) {
 	}
 	_, err = v.NewestUsableCredential(ctx, planOwner, srv, planNow)
 	must(err)
+	_, _, err = v.ListServerCredentials(ctx, planOwner, srv, false, Page{Limit: 20, Desc: true, After: planCredID(0, 0)})
+	must(err)
 }
 
 // Every list and lookup query of the read model is answered from an index

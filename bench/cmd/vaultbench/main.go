@@ -445,7 +445,7 @@ func (b *bench) reads(ctx context.Context, bin string, conc int, warm, dur time.
 	background := func(w, d time.Duration) loadgen.Result {
 		return createOpen(ctx, v.URL, writers, createRate, w, d)
 	}
-	var maxRPS = map[string]float64{}
+	maxRPS, cpuUS := map[string]float64{}, map[string]float64{}
 	for _, k := range []struct {
 		name, label string
 		op          loadgen.Op
@@ -453,7 +453,7 @@ func (b *bench) reads(ctx context.Context, bin string, conc int, warm, dur time.
 		{"get", "get credential", getOp(v.URL, fx)},
 		{"list", "list credentials (first page of 20)", listOp(v.URL, fx)},
 	} {
-		r := readSeries(ctx, k.op, conc, warm/2, dur, background)
+		r := readSeries(ctx, k.op, conc, warm/2, dur, background, func() time.Duration { return treeCPU(v.cmd.Process.Pid) })
 		b.logf("  %s: closed %s", k.name, r.closed)
 		b.logf("  %s: open at 70%% with creates at %.0f req/s: %s (creates: %s)", k.name, createRate, r.open70, r.background)
 		b.logf("  %s: open at 70%% without writes: %s", k.name, r.open70quiet)
@@ -465,6 +465,9 @@ func (b *bench) reads(ctx context.Context, bin string, conc int, warm, dur time.
 		b.runs["read_"+k.name+"_open10"] = r.open10
 		p := "read_" + k.name
 		maxRPS[k.name] = r.closed.Throughput
+		cpuUS[k.name] = float64(r.cpuPerReq.Microseconds())
+		b.fig(p+"_server_cpu_us", cpuUS[k.name], "us/req")
+		b.logf("  %s: the vault's CPU per request in the closed loop: %.0f µs", k.name, cpuUS[k.name])
 		b.fig(p+"_max_rps", r.closed.Throughput, "req/s")
 		b.fig(p+"_closed_p99_ms", r.closed.P99Ms, "ms")
 		b.fig(p+"_open70_p50_ms", r.open70.P50Ms, "ms")
@@ -493,6 +496,14 @@ func (b *bench) reads(ctx context.Context, bin string, conc int, warm, dur time.
 		ratio := maxRPS["list"] / maxRPS["get"]
 		st := b.goal("read_list_get_rps_ratio", ratio, "ratio", ">= 0.5", 0.5, false)
 		b.rows = append(b.rows, row{"list max rate / get max rate", fmt.Sprintf("%.2f", ratio), "", "", "≥ 0.5", st})
+	}
+	if cpuUS["list"] > 0 {
+		// The same comparison by cost: the vault's CPU per get ÷ per list
+		// page (robust to other load on a shared machine).
+		ratio := cpuUS["get"] / cpuUS["list"]
+		b.fig("read_list_get_cpu_ratio", ratio, "ratio")
+		b.rows = append(b.rows, row{"vault CPU per get / per list page (closed loop)",
+			fmt.Sprintf("%.2f (get %.0f µs, list %.0f µs)", ratio, cpuUS["get"], cpuUS["list"]), "", "", "", ""})
 	}
 	// Reads that name the sequence they need (X-Vault-Min-Sequence) skip
 	// the stream round trip: the same get at 70 %, with the background creates.

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mcpvault/vault/bench/loadgen"
@@ -43,6 +44,7 @@ func listOp(base string, fx []fixture) loadgen.Op {
 // readRuns are the measurements of one read.
 type readRuns struct {
 	closed      loadgen.Result // its maximum rate, no writes
+	cpuPerReq   time.Duration  // the vault's CPU per request in the closed loop
 	open70      loadgen.Result // 70 % of max while creates run at 10 % of their max
 	open70quiet loadgen.Result // 70 % of max, no writes
 	open10      loadgen.Result // 10 % of max, no writes
@@ -53,9 +55,16 @@ type readRuns struct {
 // offers 70 % of that rate open-loop twice — while a background open loop
 // creates credentials at createRate, and without writes — and 10 % (light
 // load) without writes.
-func readSeries(ctx context.Context, op loadgen.Op, conc int, warm, dur time.Duration, background func(warm, dur time.Duration) loadgen.Result) readRuns {
+func readSeries(ctx context.Context, op loadgen.Op, conc int, warm, dur time.Duration, background func(warm, dur time.Duration) loadgen.Result, cpu func() time.Duration) readRuns {
 	var r readRuns
-	r.closed = loadgen.Closed(ctx, loadgen.ClosedConfig{Concurrency: conc, Warmup: warm, Duration: dur}, op)
+	// The CPU of the whole closed loop (warm-up included) over its requests.
+	var n atomic.Int64
+	counted := func(ctx context.Context, i int) error { n.Add(1); return op(ctx, i) }
+	cpu0 := cpu()
+	r.closed = loadgen.Closed(ctx, loadgen.ClosedConfig{Concurrency: conc, Warmup: warm, Duration: dur}, counted)
+	if c := n.Load(); c > 0 {
+		r.cpuPerReq = (cpu() - cpu0) / time.Duration(c)
+	}
 	if r.closed.Throughput <= 0 {
 		return r
 	}
