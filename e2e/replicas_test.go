@@ -122,12 +122,12 @@ func repSeq(tb testing.TB, r vaulttest.Response) (string, bool) {
 	return s, true
 }
 
-// repRounds writes through a and reads the write back through b with
-// X-Vault-Min-Sequence set from a's X-Vault-Sequence: rounds create-then-read
-// rounds (alternately a server read with a get and a credential read with a
-// list) by 4 workers. It returns the number of misses (reads that did not
-// see the write or were not answered 200).
-func repRounds(t *testing.T, a, b *vaulttest.Env, rounds int, prefix string) int64 {
+// repRounds writes through a and reads the write back through b, with
+// X-Vault-Min-Sequence set from a's X-Vault-Sequence when header is set:
+// rounds create-then-read rounds (alternately a server read with a get and a
+// credential read with a list) by 4 workers. It returns the number of misses
+// (reads that did not see the write or were not answered 200).
+func repRounds(t *testing.T, a, b *vaulttest.Env, rounds int, prefix string, header bool) int64 {
 	const workers = 4
 	var misses, done atomic.Int64
 	var wg sync.WaitGroup
@@ -157,7 +157,7 @@ func repRounds(t *testing.T, a, b *vaulttest.Env, rounds int, prefix string) int
 						return
 					}
 					g := b.Do(t, vaulttest.Request{Method: "GET", Path: "/servers/" + sid, User: user,
-						Header: map[string]string{"X-Vault-Min-Sequence": seq}})
+						Header: repMinSeq(header, seq)})
 					if g.Status != http.StatusOK || g.JSON(t)["name"] != name {
 						miss("round %d: get server through the other replica: %d %s", i, g.Status, g.Body)
 					}
@@ -174,7 +174,7 @@ func repRounds(t *testing.T, a, b *vaulttest.Env, rounds int, prefix string) int
 						return
 					}
 					l := b.Do(t, vaulttest.Request{Method: "GET", Path: "/servers/" + home + "/credentials?order=desc&limit=5", User: user,
-						Header: map[string]string{"X-Vault-Min-Sequence": seq}})
+						Header: repMinSeq(header, seq)})
 					if l.Status != http.StatusOK {
 						miss("round %d: credential list through the other replica: %d %s", i, l.Status, l.Body)
 						continue
@@ -195,16 +195,25 @@ func repRounds(t *testing.T, a, b *vaulttest.Env, rounds int, prefix string) int
 	return misses.Load()
 }
 
+// repMinSeq is the X-Vault-Min-Sequence header of a read (none unless set).
+func repMinSeq(set bool, seq string) map[string]string {
+	if !set {
+		return nil
+	}
+	return map[string]string{"X-Vault-Min-Sequence": seq}
+}
+
 // Two API processes, each with its own read model and projector, share one
 // stream: a write answered by A is seen by a read sent to B with
 // X-Vault-Min-Sequence = A's X-Vault-Sequence, 1,000 rounds without a miss.
 // B's waiting reads are released by its projector's announcements (none
-// ends in 503).
+// ends in 503). Without the header, 200 more rounds through B miss nothing
+// either (B then asks the stream).
 func TestReadYourWritesAcrossReplicas(t *testing.T) {
 	env := vaulttest.MustStart(t, vaulttest.Options{})
 	b := repStartReplica(t, env, "replica-b")
 	start := time.Now()
-	misses := repRounds(t, &vaulttest.Env{TB: t, URL: env.URL}, b.Env, 1000, "rep")
+	misses := repRounds(t, &vaulttest.Env{TB: t, URL: env.URL}, b.Env, 1000, "rep", true)
 	waits := repMetric(t, b.URL, "vault_read_barrier_waits_total")
 	woken := repMetric(t, b.URL, "vault_read_barrier_woken_total")
 	fallbacks := repMetric(t, b.URL, "vault_read_barrier_fallback_reads_total")
@@ -219,6 +228,10 @@ func TestReadYourWritesAcrossReplicas(t *testing.T) {
 	}
 	if waits > 0 && woken == 0 {
 		t.Fatalf("%.0f reads waited for B's read model but no announcement released any (%.0f fallback reads)", waits, fallbacks)
+	}
+	// Without the header, B asks the stream for its last sequence: still no miss.
+	if misses := repRounds(t, &vaulttest.Env{TB: t, URL: env.URL}, b.Env, 200, "rep-plain", false); misses > 0 {
+		t.Fatalf("%d reads through B without X-Vault-Min-Sequence missed the write answered by A", misses)
 	}
 }
 
@@ -246,7 +259,7 @@ func TestMinSequenceWithoutAnnouncements(t *testing.T) {
 	db.Close()
 	c, _ := repStartAPI(t, env, path, "replica-c")
 
-	misses := repRounds(t, &vaulttest.Env{TB: t, URL: env.URL}, c, 100, "deaf")
+	misses := repRounds(t, &vaulttest.Env{TB: t, URL: env.URL}, c, 100, "deaf", true)
 	if misses > 0 {
 		t.Fatalf("%d reads missed the write with the announcements lost", misses)
 	}
