@@ -285,3 +285,36 @@ func TestMinSequenceWithoutAnnouncements(t *testing.T) {
 		t.Fatalf("read_model_behind after %s, want within the 5 s bound", took)
 	}
 }
+
+// An idempotent replay carries the first answer's X-Vault-Sequence, so a
+// client whose first answer was lost can still read its write through any
+// replica with X-Vault-Min-Sequence.
+func TestIdempotentReplayCarriesSequence(t *testing.T) {
+	env := vaulttest.MustStart(t, vaulttest.Options{})
+	b := repStartReplica(t, env, "replica-idem")
+	body := map[string]any{"name": "idem", "server_label": "l", "server_url": "https://example.com/mcp"}
+	post := func() vaulttest.Response {
+		return env.Do(t, vaulttest.Request{Method: "POST", Path: "/servers", User: "idem", Body: body,
+			Header: map[string]string{"Idempotency-Key": "replay-seq-1"}})
+	}
+	first, again := post(), post()
+	if first.Status != http.StatusCreated || again.Status != http.StatusCreated {
+		t.Fatalf("create and replay: %d %s / %d %s", first.Status, first.Body, again.Status, again.Body)
+	}
+	if again.Header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("second answer is not a replay: %v", again.Header)
+	}
+	seq, ok := repSeq(t, first)
+	if !ok {
+		return
+	}
+	if got := again.Header.Get("X-Vault-Sequence"); got != seq {
+		t.Fatalf("replay X-Vault-Sequence %q, first answer %q", got, seq)
+	}
+	id := again.JSON(t)["id"].(string)
+	g := b.Do(t, vaulttest.Request{Method: "GET", Path: "/servers/" + id, User: "idem",
+		Header: map[string]string{"X-Vault-Min-Sequence": again.Header.Get("X-Vault-Sequence")}})
+	if g.Status != http.StatusOK || g.JSON(t)["name"] != "idem" {
+		t.Fatalf("read through the other replica with the replay's sequence: %d %s", g.Status, g.Body)
+	}
+}
