@@ -21,7 +21,14 @@ import (
 // conflict: all of them are stored, none is answered 409 (issue 8: an
 // account-level integration storing many end users' tokens for one server).
 func TestConcurrentCreatesOnOneServerNeverConflict(t *testing.T) {
-	env := vaulttest.MustStart(t, vaulttest.Options{})
+	for _, gc := range []bool{false, true} {
+		t.Run(fmt.Sprintf("group_commit=%v", gc), func(t *testing.T) {
+			concurrentCreatesOnOneServer(t, vaulttest.MustStart(t, vaulttest.Options{GroupCommit: gc}))
+		})
+	}
+}
+
+func concurrentCreatesOnOneServer(t *testing.T, env *vaulttest.Env) {
 	sid := env.MustCreateServer(t, "", nil)
 	const n = 64
 	creates := lcRace(t, env, n, func(i int) vaulttest.Request {
@@ -214,5 +221,49 @@ func TestWriteToHeldAggregate(t *testing.T) {
 	}
 	if r := env.Do(t, vaulttest.Request{Method: "POST", Path: "/servers/" + other, Body: map[string]any{"name": "fine"}}); r.Status != http.StatusOK {
 		t.Fatalf("another server: %d %s", r.Status, r.Body)
+	}
+}
+
+// Streams written by scheme v1 keep uses on the credential's own subject,
+// where the last message may be a use that hides a revoke. The command
+// side folds such a subject whole, so it still decides right.
+func TestSchemeV1UsesOnCredentialSubject(t *testing.T) {
+	env := vaulttest.MustStart(t, vaulttest.Options{})
+	sid := env.MustCreateServer(t, "", nil)
+	cred := env.MustCreateCredential(t, "", sid, map[string]any{"bearer_token": "tok-v1-0123456789"})
+	cid := cred["id"].(string)
+	js := vaulttest.MustJetStream(t, env.NATSURL())
+	v1Use := func(n int) {
+		t.Helper()
+		body, err := events.Marshal(events.Meta{ID: fmt.Sprintf("01JV1USE%018d", n), AggregateID: cid, ServerID: sid,
+			Owner: events.Owner{Account: "acct_a"}, OccurredAt: events.NewTime(time.Now())},
+			events.CredentialUsed{Operation: "test", Outcome: "connected", TargetHost: "mcp.linear.app"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg(events.CredentialSubject(sid, cid)) // scheme v1: the credential's own subject
+		m.Data = body
+		m.Header.Set(jetstream.MsgIDHeader, fmt.Sprintf("v1-use-%d", n))
+		if _, err := js.PublishMsg(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := "/servers/" + sid + "/credentials/" + cid
+	v1Use(1)
+	first := env.Do(t, vaulttest.Request{Method: "POST", Path: path + "/revoke"})
+	if first.Status != http.StatusOK || first.JSON(t)["revoked_at"] == nil {
+		t.Fatalf("revoke after a v1 use: %d %s", first.Status, first.Body)
+	}
+	v1Use(2) // now the subject's last message is a use, after the revoke
+	again := env.Do(t, vaulttest.Request{Method: "POST", Path: path + "/revoke"})
+	if again.Status != http.StatusOK || again.JSON(t)["revoked_at"] != first.JSON(t)["revoked_at"] {
+		t.Fatalf("second revoke: %d %s; first answered %s", again.Status, again.Body, first.Body)
+	}
+	revokes := lcByType(lcRecords(t, env, events.CredentialSubject(sid, cid)), events.TypeCredentialRevoked)
+	if len(revokes) != 1 {
+		t.Fatalf("%d revoke events, want 1", len(revokes))
+	}
+	if r := env.Do(t, vaulttest.Request{Method: "DELETE", Path: path}); r.Status != http.StatusOK {
+		t.Fatalf("delete: %d %s", r.Status, r.Body)
 	}
 }

@@ -76,6 +76,13 @@ func (s *Store) Append(ctx context.Context, subject string, data []byte, opts ..
 	defer func() { s.observePublish(time.Since(start)) }()
 
 	uncertain := false // an earlier attempt may have stored the message
+	if s.eventsBatch != nil {
+		res := s.eventsBatch.submit(ctx, m)
+		if res.ack != nil {
+			return Ack{Seq: res.ack.Sequence}, nil
+		}
+		uncertain = res.uncertain
+	}
 	wait := 25 * time.Millisecond
 	for {
 		ack, err := s.publishOnce(ctx, m)

@@ -23,16 +23,22 @@ func (s *Store) IdemCreate(ctx context.Context, key string, value []byte) (uint6
 	return rev, nil
 }
 
-// IdemGet returns the value and revision under key (ErrKeyNotFound if none).
+// IdemGet returns the value and revision under key (ErrKeyNotFound if none),
+// as the bucket's leader has it: a KV get may be answered by a replica that
+// has not applied the newest revision yet, and a retry must see the answer
+// its first attempt remembered.
 func (s *Store) IdemGet(ctx context.Context, key string) ([]byte, uint64, error) {
-	e, err := s.idem.Get(ctx, key)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
+	m, err := s.idemGet.last(ctx, "$KV."+s.cfg.IdempotencyBucket()+"."+key)
+	if errors.Is(err, ErrNotFound) {
 		return nil, 0, ErrKeyNotFound
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return nil, 0, err
 	}
-	return e.Value(), e.Revision(), nil
+	if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+		return nil, 0, ErrKeyNotFound
+	}
+	return m.Data, m.Seq, nil
 }
 
 // IdemUpdate replaces the value under key if it is still at revision rev

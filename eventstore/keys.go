@@ -19,6 +19,13 @@ func (s *Store) PutKey(ctx context.Context, credentialID string, wrapped []byte)
 	m.Data = wrapped
 	m.Header.Set(jetstream.MsgIDHeader, "dek-"+credentialID)
 	sent := false
+	if s.keysBatch != nil {
+		res := s.keysBatch.submit(ctx, m)
+		if res.ack != nil {
+			return nil
+		}
+		sent = res.uncertain
+	}
 	wait := 25 * time.Millisecond
 	for {
 		_, err := s.publishOnce(ctx, m)

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -43,6 +45,10 @@ type Config struct {
 	AttemptTimeout time.Duration
 	// PublishLatency, when set, observes the duration of every Append.
 	PublishLatency func(time.Duration)
+	// GroupCommit sends the first attempt of concurrent appends together
+	// as JetStream atomic batches (batch.go): worth it when the server
+	// fsyncs every write (sync_interval: always).
+	GroupCommit bool
 }
 
 // Store is a connected JetStream client with the vault's streams.
@@ -55,6 +61,15 @@ type Store struct {
 	idem   jetstream.KeyValue
 	events leaderGets // message gets of the event stream
 	keyGet leaderGets // message gets of the keys stream
+	// message gets of the idempotency bucket's stream
+	idemGet leaderGets
+
+	// group commit (nil when off)
+	eventsBatch, keysBatch *committer
+	stop                   chan struct{}
+	stopOnce               sync.Once
+	wg                     sync.WaitGroup
+	stats                  struct{ batches, batched, fallbacks atomic.Uint64 }
 }
 
 // Connect dials NATS (comma-separated URLs) and keeps reconnecting forever.
@@ -101,8 +116,9 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{NC: nc, JS: js, cfg: cfg,
-		events: newLeaderGets(nc, cfg.Stream, cfg.AttemptTimeout),
-		keyGet: newLeaderGets(nc, cfg.KeysStreamName(), cfg.AttemptTimeout)}
+		events:  newLeaderGets(nc, cfg.Stream, cfg.AttemptTimeout),
+		keyGet:  newLeaderGets(nc, cfg.KeysStreamName(), cfg.AttemptTimeout),
+		idemGet: newLeaderGets(nc, "KV_"+cfg.IdempotencyBucket(), cfg.AttemptTimeout)}
 	s.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        cfg.Stream,
 		Description: "MCP Vault events (see events/doc.go)",
@@ -115,6 +131,8 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 		DenyPurge:   true,
 		AllowDirect: true,
 		MaxMsgSize:  4 << 20,
+		// Group commit publishes concurrent appends as one atomic batch.
+		AllowAtomicPublish: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: stream %s: %w", cfg.Stream, err)
@@ -122,15 +140,16 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	// Wrapped data keys live outside the immutable event stream, in a stream
 	// that allows deletes, so that SecureDeleteMsg can overwrite them.
 	s.keys, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:              cfg.KeysStreamName(),
-		Description:       "MCP Vault wrapped data keys, one per credential; destroyed with SecureDeleteMsg",
-		Subjects:          []string{"vaultkeys." + strings.ToLower(cfg.Stream) + ".>"},
-		Storage:           jetstream.FileStorage,
-		Retention:         jetstream.LimitsPolicy,
-		Replicas:          cfg.Replicas,
-		Duplicates:        cfg.Duplicates,
-		MaxMsgsPerSubject: 1,
-		AllowDirect:       true,
+		Name:               cfg.KeysStreamName(),
+		Description:        "MCP Vault wrapped data keys, one per credential; destroyed with SecureDeleteMsg",
+		Subjects:           []string{"vaultkeys." + strings.ToLower(cfg.Stream) + ".>"},
+		Storage:            jetstream.FileStorage,
+		Retention:          jetstream.LimitsPolicy,
+		Replicas:           cfg.Replicas,
+		Duplicates:         cfg.Duplicates,
+		MaxMsgsPerSubject:  1,
+		AllowDirect:        true,
+		AllowAtomicPublish: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: stream %s: %w", cfg.KeysStreamName(), err)
@@ -145,6 +164,9 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: bucket %s: %w", cfg.IdempotencyBucket(), err)
+	}
+	if cfg.GroupCommit {
+		s.startCommitters()
 	}
 	return s, nil
 }

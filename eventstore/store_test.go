@@ -251,3 +251,104 @@ func TestDestroyKey(t *testing.T) {
 		t.Fatalf("after destroy: %v", err)
 	}
 }
+
+// Group commit keeps every append's own guarantees: concurrent appends to
+// different subjects all succeed once, a stale expectation fails only its
+// own append (the batch it was in is refused and its other messages go on
+// alone), appends expecting one subject that none of them writes (creates
+// under one server) share batches, and a retried message id is stored once.
+func TestGroupCommit(t *testing.T) {
+	st := MustStoreAt(t, MustServer(t).ClientURL(), eventstore.Config{GroupCommit: true})
+	defer st.Close()
+	ctx := context.Background()
+	const n = 200
+	type res struct {
+		seq uint64
+		err error
+	}
+	out := make(chan res, 3*n)
+	srv0 := mustAppend(t, st, "vault.hot.server", "created", "hot")
+	for i := 0; i < n; i++ {
+		go func() {
+			subj := "vault.g" + strconv.Itoa(i) + ".server"
+			ack, err := st.Append(ctx, subj, []byte("x"), eventstore.MsgID("msg-"+subj), eventstore.ExpectLast(subj, 0))
+			out <- res{ack.Seq, err}
+			// A second create of the same subject must conflict.
+			_, err = st.Append(ctx, subj, []byte("y"), eventstore.MsgID("msg2-"+subj), eventstore.ExpectLast(subj, 0))
+			out <- res{0, err}
+			// Creates under one server never conflict with each other.
+			cred := "vault.hot.credential.c" + strconv.Itoa(i)
+			ack, err = st.Append(ctx, cred, []byte("c"), eventstore.MsgID("msg-"+cred), eventstore.ExpectLast("vault.hot.server", srv0.Seq))
+			out <- res{ack.Seq, err}
+		}()
+	}
+	seqs := map[uint64]bool{}
+	conflicts := 0
+	for i := 0; i < 3*n; i++ {
+		r := <-out
+		switch {
+		case errors.Is(r.err, eventstore.ErrConflict):
+			conflicts++
+		case r.err != nil:
+			t.Fatal(r.err)
+		default:
+			if seqs[r.seq] {
+				t.Fatalf("sequence %d given twice", r.seq)
+			}
+			seqs[r.seq] = true
+		}
+	}
+	if len(seqs) != 2*n || conflicts != n {
+		t.Fatalf("%d stored, %d conflicts; want %d and %d", len(seqs), conflicts, 2*n, n)
+	}
+	if last, _ := st.LastSeq(ctx); last != 2*n+1 {
+		t.Fatalf("stream holds %d messages, want %d", last, 2*n+1)
+	}
+	gs := st.GroupStats()
+	t.Logf("group commit: %+v", gs)
+	if gs.Batches == 0 || gs.Batched < 2*gs.Batches {
+		t.Fatalf("no atomic batch was committed: %+v", gs)
+	}
+	d := mustAppend(t, st, "vault.g0.server", "x", "msg-vault.g0.server")
+	if !d.Duplicate {
+		t.Fatalf("retried msg id stored again: %+v", d)
+	}
+	// Concurrent conditional writes of ONE subject decided on one version:
+	// exactly one wins (no lost update inside a batch).
+	base := mustAppend(t, st, "vault.one.server", "v0", "one-0")
+	wins := make(chan error, 16)
+	for i := 0; i < 16; i++ {
+		go func() {
+			_, err := st.Append(ctx, "vault.one.server", []byte("u"), eventstore.MsgID("one-u"+strconv.Itoa(i)), eventstore.ExpectLast("vault.one.server", base.Seq))
+			wins <- err
+		}()
+	}
+	ok := 0
+	for i := 0; i < 16; i++ {
+		if err := <-wins; err == nil {
+			ok++
+		} else if !errors.Is(err, eventstore.ErrConflict) {
+			t.Fatal(err)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d of 16 updates decided on one version were stored", ok)
+	}
+	// Keys go through their own committer.
+	var wg sync.WaitGroup
+	for i := 0; i < 32; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := "k" + strconv.Itoa(i)
+			if err := st.PutKey(ctx, id, []byte("w-"+id)); err != nil {
+				t.Error(err)
+				return
+			}
+			if got, err := st.GetKey(ctx, id); err != nil || string(got) != "w-"+id {
+				t.Errorf("key %s: %q %v", id, got, err)
+			}
+		}()
+	}
+	wg.Wait()
+}

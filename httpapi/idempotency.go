@@ -107,6 +107,15 @@ func (h *Handler) idempotent(c *gin.Context) {
 	c.Set(intentKey, ticket.Intent)
 	rec := &held{ResponseWriter: c.Writer, status: http.StatusOK}
 	c.Writer = rec
+	defer func() {
+		if p := recover(); p != nil {
+			// Let the recovery handler's 500 reach the client, and a retry
+			// take the attempt over at once.
+			c.Writer = rec.ResponseWriter
+			h.Vault.ReleaseIdempotent(ctx, ticket)
+			panic(p)
+		}
+	}()
 	c.Next()
 	switch status := rec.status; {
 	case status >= 500, status == http.StatusConflict, status == 499:

@@ -164,10 +164,9 @@ func planCheck(t *testing.T, d *DB, fat string) {
 	ctx := context.Background()
 	rec := &planRecorder{q: d.sql}
 	planCalls(t, View{q: rec}, fat, planCredID(2, 50))
-	if _, err := (View{q: rec}).ServerCredentialIDs(ctx, fat); err != nil {
-		t.Fatal(err)
-	}
-	rec.record("SELECT last_seq FROM projector_state WHERE id = 1", nil) // DB.LastSeq
+	rec.record("SELECT last_seq FROM projector_state WHERE id = 1", nil)        // DB.LastSeq
+	rec.record("SELECT id FROM credentials WHERE server_id = ?", []any{fat})    // the projector's delete cascade
+	rec.record("SELECT instance_id FROM read_model_instance WHERE id = 1", nil) // DB.InstanceID
 	checked := map[string]bool{}
 	for _, q := range rec.seen {
 		if checked[q.sql] {

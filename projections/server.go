@@ -72,24 +72,6 @@ func (v View) ListServers(ctx context.Context, owner events.Owner, p Page) ([]do
 		})
 }
 
-// ServerCredentialIDs lists the ids of every credential of a server.
-func (v View) ServerCredentialIDs(ctx context.Context, serverID string) ([]string, error) {
-	rows, err := v.q.QueryContext(ctx, "SELECT id FROM credentials WHERE server_id = ? ORDER BY id", serverID)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	ids := []string{}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	return ids, rows.Err()
-}
-
 func parseTime(s string) events.Time {
 	t, _ := time.Parse(time.RFC3339Nano, s)
 	return events.NewTime(t)

@@ -33,9 +33,12 @@ type API struct {
 	MasterKeys    *seal.Keyring
 	AllowPrivate  bool
 	RateLimit     float64
-	Log           *slog.Logger
-	Tester        app.Tester // optional; default: the upstream MCP client
-	Now           func() time.Time
+	// GroupCommit commits concurrent writes together as JetStream atomic
+	// batches (worth it when every write is fsynced; see eventstore).
+	GroupCommit bool
+	Log         *slog.Logger
+	Tester      app.Tester // optional; default: the upstream MCP client
+	Now         func() time.Time
 }
 
 // Run serves until ctx ends, then shuts down gracefully.
@@ -62,10 +65,15 @@ func (a *API) Run(ctx context.Context) error {
 		return err
 	}
 	defer stopWatch()
+	defer func() { // stops the group committers; runs before nc.Close
+		if st := v.Store(); st != nil {
+			st.Close()
+		}
+	}()
 	bindCtx, stopBind := context.WithCancel(ctx)
 	defer stopBind()
 	go func() {
-		st, err := eventstore.OpenWhenReady(bindCtx, nc, eventstore.Config{Stream: a.Stream, Replicas: a.Replicas}, func(err error) {
+		st, err := eventstore.OpenWhenReady(bindCtx, nc, eventstore.Config{Stream: a.Stream, Replicas: a.Replicas, GroupCommit: a.GroupCommit}, func(err error) {
 			a.Log.Warn("event stream not available yet; writes answer 503", "err", err)
 		})
 		if err == nil {

@@ -41,7 +41,9 @@ type Options struct {
 	Tester       app.Tester
 	RateLimit    float64
 	SyncAlways   bool
-	Now          func() time.Time
+	// GroupCommit turns on group commit (off by default, as under make run).
+	GroupCommit bool
+	Now         func() time.Time
 }
 
 // Env is one running vault.
@@ -180,7 +182,8 @@ func (e *Env) StartAPI() {
 	a := &service.API{Listener: ln, NATSURL: e.NATSURL(), Stream: e.Stream, ReadModelPath: e.ReadModel,
 		Keys:       []httpapi.APIKey{{Account: "acct_a", Key: KeyA}, {Account: "acct_b", Key: KeyB}},
 		MasterKeys: e.Keyring, AllowPrivate: e.opts.AllowPrivate, RateLimit: e.opts.RateLimit,
-		Log: e.Logger("api"), Tester: e.opts.Tester, Now: e.opts.Now}
+		GroupCommit: e.opts.GroupCommit,
+		Log:         e.Logger("api"), Tester: e.opts.Tester, Now: e.opts.Now}
 	e.api = start(a.Run)
 	e.WaitReady()
 }

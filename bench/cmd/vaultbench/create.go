@@ -51,6 +51,35 @@ func createOn(ctx context.Context, base string, o *owner, server string, i int) 
 	return call(ctx, base, http.MethodPost, "/servers/"+server+"/credentials", o.user, bodies[i%len(bodies)], http.StatusCreated, nil)
 }
 
+// sameOwner makes n workers of one owner and its first server.
+func sameOwner(o *owner, n int) []*owner {
+	out := make([]*owner, n)
+	for i := range out {
+		out[i] = &owner{user: o.user, servers: o.servers}
+	}
+	return out
+}
+
+// prefillFatServer publishes, straight to the stream, a server and n
+// credentials under it, and returns its owner and the stream's last sequence.
+func prefillFatServer(ctx context.Context, natsURL string, n int) (*owner, uint64, error) {
+	nc, err := eventstore.Connect(natsURL, "vaultbench-prefill")
+	if err != nil {
+		return nil, 0, err
+	}
+	defer nc.Close()
+	st, err := eventstore.Open(ctx, nc, eventstore.Config{Stream: "VAULT"})
+	if err != nil {
+		return nil, 0, err
+	}
+	fx, msgs := buildFixtures("fat", 1, n)
+	last, err := publishAll(ctx, st, msgs)
+	if err != nil {
+		return nil, 0, err
+	}
+	return &owner{user: fx[0].Owner.User, servers: []string{fx[0].ServerID}}, last, nil
+}
+
 // createClosed runs createCredential at a fixed concurrency, worker w as
 // owner w; rotate makes each owner cycle over its servers instead of always
 // writing to its first one.

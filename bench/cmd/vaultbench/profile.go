@@ -28,7 +28,7 @@ type inProcess struct {
 	done   chan error
 }
 
-func startInProcess(ctx context.Context, dir string, syncAlways, groupCommit bool) (*inProcess, error) {
+func startInProcess(ctx context.Context, dir string, syncAlways bool) (*inProcess, error) {
 	raw, err := startRaw(ctx, filepath.Join(dir, "jetstream"), syncAlways)
 	if err != nil {
 		return nil, err
@@ -82,23 +82,17 @@ func profiled(path string, f func()) error {
 	return nil
 }
 
-// profileRun profiles the create path (default sync and sync always, with
-// and without group commit) and the get path of an in-process vault; the
-// files go to prefix-*.cpu.prof.
+// profileRun profiles the create path (default sync and sync always) and the
+// get path of an in-process vault; the files go to prefix-*.cpu.prof.
 func profileRun(ctx context.Context, tmp, prefix string, conc int, dur time.Duration, logf func(string, ...any)) (map[string]loadgen.Result, error) {
 	out := map[string]loadgen.Result{}
-	for _, v := range []struct {
-		always, group bool
-	}{{false, true}, {false, false}, {true, true}, {true, false}} {
-		name := map[bool]string{false: "default", true: "always"}[v.always]
-		if !v.group {
-			name += "-nogroup"
-		}
-		p, err := startInProcess(ctx, filepath.Join(tmp, "profile-"+name), v.always, v.group)
+	for _, always := range []bool{false, true} {
+		name := map[bool]string{false: "default", true: "always"}[always]
+		p, err := startInProcess(ctx, filepath.Join(tmp, "profile-"+name), always)
 		if err != nil {
 			return nil, err
 		}
-		res, err := profileVault(ctx, p, name, prefix, conc, dur, logf, !v.always && v.group)
+		res, err := profileVault(ctx, p, name, prefix, conc, dur, logf, !always)
 		p.Stop()
 		if err != nil {
 			return nil, err
@@ -153,7 +147,7 @@ func profileVault(ctx context.Context, p *inProcess, name, prefix string, conc i
 // get (prefix-read-*.cpu.prof, prefix-read-get.trace).
 func profileReads(ctx context.Context, tmp, prefix string, conc int, dur time.Duration, logf func(string, ...any)) (map[string]loadgen.Result, error) {
 	out := map[string]loadgen.Result{}
-	p, err := startInProcess(ctx, filepath.Join(tmp, "profile-reads"), false, true)
+	p, err := startInProcess(ctx, filepath.Join(tmp, "profile-reads"), false)
 	if err != nil {
 		return nil, err
 	}

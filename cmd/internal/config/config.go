@@ -33,6 +33,9 @@ type Config struct {
 	AllowPrivate  bool
 	RateLimit     float64
 	LogLevel      slog.Level
+	// GroupCommit: VAULT_GROUP_COMMIT (default off: measured no faster
+	// with nats-server 2.15.2, see docs/benchmarks.md).
+	GroupCommit bool
 }
 
 func env(name, def string) string {
@@ -65,6 +68,9 @@ func Load() (Config, error) {
 	var err error
 	if c.AllowPrivate, err = strconv.ParseBool(env("VAULT_ALLOW_PRIVATE_UPSTREAMS", "false")); err != nil {
 		return c, fmt.Errorf("VAULT_ALLOW_PRIVATE_UPSTREAMS: want true or false")
+	}
+	if c.GroupCommit, err = strconv.ParseBool(env("VAULT_GROUP_COMMIT", "false")); err != nil {
+		return c, fmt.Errorf("VAULT_GROUP_COMMIT: want true or false")
 	}
 	if c.Replicas, err = strconv.Atoi(env("VAULT_NATS_REPLICAS", "1")); err != nil || c.Replicas < 1 || c.Replicas > 5 {
 		return c, fmt.Errorf("VAULT_NATS_REPLICAS: want 1 to 5")
