@@ -240,9 +240,17 @@ func flatCheck(t *testing.T, d *DB, thin, fat string) {
 		}},
 	}
 	for _, c := range cases {
-		tThin := fastest(func() error { return c.run(thin) })
-		tFat := fastest(func() error { return c.run(fat) })
-		t.Logf("%s: thin %s, fat %s (%.2f×)", c.name, tThin, tFat, float64(tFat)/float64(tThin))
+		// Up to three measurements, so a burst of other load on a shared
+		// machine cannot fail it; a scan past the dead rows fails all three.
+		var tThin, tFat time.Duration
+		for range 3 {
+			tThin = fastest(func() error { return c.run(thin) })
+			tFat = fastest(func() error { return c.run(fat) })
+			t.Logf("%s: thin %s, fat %s (%.2f×)", c.name, tThin, tFat, float64(tFat)/float64(tThin))
+			if tFat <= 3*tThin+300*time.Microsecond {
+				break
+			}
+		}
 		if tFat > 3*tThin+300*time.Microsecond {
 			t.Errorf("%s: %s on 100,000 credentials against %s on 100", c.name, tFat, tThin)
 		}
