@@ -142,7 +142,7 @@ func (h *Handler) listCredentials(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, renderList(items, more, renderCredential, func(c domain.Credential) string { return c.ID }))
+	c.Data(http.StatusOK, "application/json; charset=utf-8", appendCredentialList(make([]byte, 0, 64+400*len(items)), items, more))
 }
 
 func (h *Handler) getCredential(c *gin.Context) {
