@@ -130,6 +130,9 @@ func (v *Vault) GetCredential(ctx context.Context, owner events.Owner, serverID,
 	if err := v.Sync(ctx); err != nil {
 		return domain.Credential{}, err
 	}
+	if err := v.DB.View().Held(ctx, owner, serverID); err != nil {
+		return domain.Credential{}, err // the projector holds it: 503 aggregate_held
+	}
 	c, err := v.DB.View().GetCredential(ctx, owner, serverID, id)
 	if errors.Is(err, projections.ErrNotFound) {
 		return domain.Credential{}, domain.ErrCredentialNotFound
@@ -144,6 +147,9 @@ func (v *Vault) ListCredentials(ctx context.Context, owner events.Owner, serverI
 	}
 	if err := v.Sync(ctx); err != nil {
 		return nil, false, err
+	}
+	if err := v.DB.View().Held(ctx, owner, serverID); err != nil {
+		return nil, false, err // the projector holds it: 503 aggregate_held
 	}
 	out, more, err := v.DB.View().ListServerCredentials(ctx, owner, serverID, includeRevoked, p)
 	if errors.Is(err, projections.ErrNotFound) {

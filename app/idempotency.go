@@ -67,8 +67,11 @@ func (v *Vault) BeginIdempotent(ctx context.Context, owner events.Owner, key str
 		return 0, nil, IdemTicket{}, ErrUnavailable
 	}
 	// Bounded like a write: when NATS has just gone away unnoticed, the
-	// JetStream default (5 s) alone would break "503 within 5 s".
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	// JetStream default (5 s) alone would break "503 within 5 s". Detached
+	// from the client like a write: a claim cancelled by a hang-up may be
+	// stored nonetheless, and then nothing would run or release it, and
+	// every retry would be told 409 until the attempt's deadline.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
 	defer cancel()
 	sum := sha256.Sum256([]byte(owner.Key() + "\x00" + key))
 	now := time.Now().UTC()
@@ -140,7 +143,7 @@ func mustJSON(v any) []byte {
 func (v *Vault) FinishIdempotent(ctx context.Context, t IdemTicket, status int, contentType string, body []byte, seq uint64) {
 	done := t.rec
 	done.State, done.Status, done.ContentType, done.Body, done.Seq = "done", status, contentType, body, seq
-	v.updateIdem(ctx, t, done)
+	v.updateIdem(ctx, t, done, 2*time.Second)
 }
 
 // ReleaseIdempotent ends an attempt whose answer must not be remembered (a
@@ -150,15 +153,17 @@ func (v *Vault) FinishIdempotent(ctx context.Context, t IdemTicket, status int, 
 func (v *Vault) ReleaseIdempotent(ctx context.Context, t IdemTicket) {
 	over := t.rec
 	over.Deadline = time.Now().UTC()
-	v.updateIdem(ctx, t, over)
+	// Bounded tightly: the stream may be the reason for the failure, and
+	// the record's own deadline frees the key anyway.
+	v.updateIdem(ctx, t, over, time.Second)
 }
 
-func (v *Vault) updateIdem(ctx context.Context, t IdemTicket, rec IdemAnswer) {
+func (v *Vault) updateIdem(ctx context.Context, t IdemTicket, rec IdemAnswer, timeout time.Duration) {
 	st := v.Store()
 	if st == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	if _, err := st.IdemUpdate(ctx, t.key, mustJSON(rec), t.rev); err != nil {
 		v.Log.Warn("updating an idempotency record failed", "err", err)

@@ -31,6 +31,9 @@ func (v *Vault) TestServer(ctx context.Context, in Intent, owner events.Owner, s
 	)
 	now := v.now()
 	err := v.DB.Snapshot(ctx, func(view projections.View) error {
+		if err := view.Held(ctx, owner, serverID); err != nil {
+			return err // the projector holds it: 503 aggregate_held
+		}
 		var err error
 		if srv, _, err = view.GetServer(ctx, owner, serverID); err != nil {
 			if errors.Is(err, projections.ErrNotFound) {
@@ -72,7 +75,11 @@ func (v *Vault) TestServer(ctx context.Context, in Intent, owner events.Owner, s
 			return TestResult{}, ErrUnavailable
 		}
 	}
-	res := v.Tester.Test(ctx, srv.ServerURL, cred, secret, srv.AllowedTools)
+	// From here the credential is sent: the probe runs to its end (bounded
+	// by the tester's own timeout) whether or not the client waits, so the
+	// use it records and the answer remembered under an Idempotency-Key are
+	// the upstream's, not a cancellation caused by the client leaving.
+	res := v.Tester.Test(context.WithoutCancel(ctx), srv.ServerURL, cred, secret, srv.AllowedTools)
 	if cred.ID != "" && res.Sent {
 		use := events.CredentialUsed{Operation: "test", Outcome: "connected", ToolCount: len(res.ToolNames),
 			TargetHost: res.TargetHost}

@@ -150,14 +150,7 @@ func TestNATSOutage(t *testing.T) {
 }
 
 // lcModuleRoot is the directory of go.mod.
-func lcModuleRoot(tb testing.TB) string {
-	tb.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil || strings.TrimSpace(string(out)) == "" || strings.TrimSpace(string(out)) == os.DevNull {
-		tb.Fatalf("go env GOMOD: %q %v", out, err)
-	}
-	return filepath.Dir(strings.TrimSpace(string(out)))
-}
+func lcModuleRoot(tb testing.TB) string { return vaulttest.ModuleRoot(tb) }
 
 // lcStream is a synthetic event stream written straight to JetStream.
 type lcStream struct {
@@ -173,6 +166,25 @@ func lcPrefill(tb testing.TB, js jetstream.JetStream, n int) (lcStream, uint64) 
 	var st lcStream
 	base := time.Now().Add(-time.Hour)
 	var k int
+	// Publishes are asynchronous in windows of at most window outstanding
+	// acknowledgements: each full window is awaited and every acknowledgement
+	// checked before the next one starts, so the client never stalls on its
+	// pending limit ("too many outstanding async published messages") on a
+	// slow machine, and a rejected publish fails the test instead of vanishing.
+	const window = 256
+	pending := make([]jetstream.PubAckFuture, 0, window)
+	flush := func() {
+		for _, f := range pending {
+			select {
+			case <-f.Ok():
+			case err := <-f.Err():
+				tb.Fatalf("prefill publish: %v", err)
+			case <-time.After(60 * time.Second):
+				tb.Fatal("prefill publish not acknowledged within 60s")
+			}
+		}
+		pending = pending[:0]
+	}
 	publish := func(m events.Meta, e events.Event) {
 		k++
 		m.ID = ulid.Make().String()
@@ -184,8 +196,12 @@ func lcPrefill(tb testing.TB, js jetstream.JetStream, n int) (lcStream, uint64) 
 		msg := nats.NewMsg(events.SubjectOf(events.Record{Meta: m, Event: e}))
 		msg.Data = body
 		msg.Header.Set(jetstream.MsgIDHeader, m.ID)
-		if _, err := js.PublishMsgAsync(msg); err != nil {
+		f, err := js.PublishMsgAsync(msg)
+		if err != nil {
 			tb.Fatal(err)
+		}
+		if pending = append(pending, f); len(pending) == window {
+			flush()
 		}
 	}
 	sealed := &events.Sealed{Alg: "AES-256-GCM", Nonce: bytes.Repeat([]byte{7}, 12), Ciphertext: bytes.Repeat([]byte{9}, 48)}
@@ -227,11 +243,7 @@ func lcPrefill(tb testing.TB, js jetstream.JetStream, n int) (lcStream, uint64) 
 		st.liveServers++
 		st.liveCreds += len(ids)
 	}
-	select {
-	case <-js.PublishAsyncComplete():
-	case <-time.After(60 * time.Second):
-		tb.Fatal("prefill did not complete")
-	}
+	flush()
 	return st, uint64(k)
 }
 

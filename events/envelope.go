@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -123,7 +124,7 @@ func Unmarshal(b []byte) (Record, error) {
 
 // Decode turns an envelope into its current-version event.
 func Decode(env Envelope) (Event, error) {
-	dec, ok := registry[env.Type]
+	dec, ok := (*decoders.Load())[env.Type]
 	if !ok {
 		return nil, fmt.Errorf("events: unknown type %q", env.Type)
 	}
@@ -150,7 +151,30 @@ func decodeV1[E Event](version int, data []byte) (Event, error) {
 	return e, nil
 }
 
-var registry = map[string]func(int, []byte) (Event, error){
+// Decoder turns the data of one event type at a schema version into the
+// current event (upcasting older versions).
+type Decoder func(version int, data []byte) (Event, error)
+
+// decoders is the registry in use (replaced whole by RegisterDecoder).
+var decoders atomic.Pointer[map[string]Decoder]
+
+func init() { decoders.Store(&registry) }
+
+// RegisterDecoder installs dec for wire type typ, replacing any decoder of
+// that type, and returns a function restoring the previous registry. It lets
+// a test play a newer build that knows an event this one does not.
+func RegisterDecoder(typ string, dec Decoder) (restore func()) {
+	old := decoders.Load()
+	next := make(map[string]Decoder, len(*old)+1)
+	for k, v := range *old {
+		next[k] = v
+	}
+	next[typ] = dec
+	decoders.Store(&next)
+	return func() { decoders.Store(old) }
+}
+
+var registry = map[string]Decoder{
 	TypeServerCreated:     decodeV1[ServerCreated],
 	TypeServerUpdated:     decodeV1[ServerUpdated],
 	TypeServerDeleted:     decodeV1[ServerDeleted],

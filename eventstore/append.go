@@ -54,7 +54,10 @@ type Ack struct {
 // connection drops, the outcome is unknown: Append publishes again with the
 // same message id until the stream answers (a duplicate ack carries the
 // original sequence) or ctx ends; then it returns ErrUnknownOutcome, and the
-// caller must not compensate (the message may be stored).
+// caller must not compensate (the message may be stored). A message whose
+// expectation is on another subject (a credential created under its
+// server's version) is looked for on its own subject before each repeat,
+// so that a repeat later than the deduplication window cannot store it twice.
 func (s *Store) Append(ctx context.Context, subject string, data []byte, opts ...AppendOption) (Ack, error) {
 	var o appendOpts
 	for _, opt := range opts {
@@ -85,6 +88,25 @@ func (s *Store) Append(ctx context.Context, subject string, data []byte, opts ..
 	}
 	wait := 25 * time.Millisecond
 	for {
+		if uncertain && o.expectGiven && o.expectSubj != subject {
+			// The expectation is on another subject, so it does not stop a
+			// repeat, and JetStream recognises a repeat by its id only
+			// inside its deduplication window: look for the earlier attempt
+			// first, and publish again only once it is known not stored.
+			seq, found, ferr := s.findMsgID(ctx, subject, o)
+			if ferr == nil && found {
+				return Ack{Seq: seq, Duplicate: true}, nil
+			}
+			if ferr != nil {
+				select {
+				case <-ctx.Done():
+					return Ack{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, ferr)
+				case <-time.After(wait):
+				}
+				wait = min(2*wait, 250*time.Millisecond)
+				continue
+			}
+		}
 		ack, err := s.publishOnce(ctx, m)
 		if err == nil {
 			return Ack{Seq: ack.Sequence, Duplicate: ack.Duplicate}, nil

@@ -15,7 +15,8 @@ var ErrRestart = errors.New("eventstore: restart from another sequence")
 // Follow delivers the event stream from sequence start, in order, in batches
 // of at most limit messages: a batch ends when limit is reached or when no more
 // messages are pending, so a live tail is applied at once and a backlog in
-// large transactions. It returns when ctx ends or handle returns an error.
+// large transactions. Each batch is a new slice that handle may keep. It
+// returns when ctx ends or handle returns an error.
 func (s *Store) Follow(ctx context.Context, start uint64, limit int, handle func([]Msg) error) error {
 	cons, err := s.JS.OrderedConsumer(ctx, s.cfg.Stream, jetstream.OrderedConsumerConfig{
 		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
@@ -42,13 +43,13 @@ func (s *Store) Follow(ctx context.Context, start uint64, limit int, handle func
 		if err != nil {
 			return err
 		}
-		batch = append(batch, Msg{Seq: md.Sequence.Stream, Data: m.Data(), Pending: md.NumPending})
+		batch = append(batch, Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Pending: md.NumPending})
 		if len(batch) < limit && md.NumPending > 0 {
 			continue
 		}
 		if err := handle(batch); err != nil {
 			return err
 		}
-		batch = batch[:0]
+		batch = make([]Msg, 0, limit)
 	}
 }

@@ -205,6 +205,51 @@ func TestAppendResolvesLostAcks(t *testing.T) {
 	}
 }
 
+// An acknowledgement lost for longer than the deduplication window: the
+// repeats of a message whose expectation is on another subject (which does
+// not stop them) look for it first, so it is stored once and acknowledged
+// with its sequence.
+func TestAppendLostAckBeyondDedupWindow(t *testing.T) {
+	srv := MustServer(t)
+	proxy := faultnet.MustListen(t, srv.Addr().String())
+	cfg := eventstore.Config{Duplicates: 300 * time.Millisecond, AttemptTimeout: 200 * time.Millisecond}
+	st := MustStoreAt(t, "nats://"+proxy.Addr(), cfg)
+	direct := MustStoreAt(t, srv.ClientURL(), cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	subject := "vault.s.credential.c"
+	proxy.HoldReplies()
+	done := make(chan struct{})
+	var (
+		ack eventstore.Ack
+		err error
+	)
+	go func() {
+		defer close(done)
+		ack, err = st.Append(ctx, subject, []byte("v"), eventstore.MsgID("lost"), eventstore.ExpectLast("vault.s.server", 0))
+	}()
+	var stored eventstore.Msg
+	for {
+		if m, lerr := direct.Last(ctx, subject); lerr == nil {
+			stored = m
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatal("the held publish never reached the stream")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(4 * cfg.Duplicates) // attempts time out; the window passes
+	proxy.Release()
+	<-done
+	if err != nil || ack.Seq != stored.Seq {
+		t.Fatalf("append after the window: %+v, %v; stored at %d", ack, err, stored.Seq)
+	}
+	if last, _ := direct.Last(ctx, subject); last.Seq != stored.Seq {
+		t.Fatalf("stored twice: at %d and %d", stored.Seq, last.Seq)
+	}
+}
+
 // A write refused for certain is reported as such at once.
 func TestAppendUnavailableIsCertain(t *testing.T) {
 	srv := MustServer(t)

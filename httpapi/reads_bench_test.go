@@ -43,7 +43,15 @@ func BenchmarkReadHandlers(b *testing.B) {
 			Event:    events.CredentialCreated{Name: &name, AuthType: "bearer", AuthorizationPreview: &prev, HeaderNames: []string{}, Secret: sealed},
 			Sequence: uint64(i + 2)})
 	}
-	if _, err := w.Apply(ctx, recs); err != nil {
+	msgs := make([]projections.Msg, len(recs))
+	for i, r := range recs {
+		body, err := events.Marshal(r.Meta, r.Event)
+		if err != nil {
+			b.Fatal(err)
+		}
+		msgs[i] = projections.Decode(r.Sequence, events.SubjectOf(r), body)
+	}
+	if _, err := w.Apply(ctx, msgs); err != nil {
 		b.Fatal(err)
 	}
 	w.Close()

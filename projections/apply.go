@@ -3,72 +3,201 @@ package projections
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/mcpvault/vault/domain"
 	"github.com/mcpvault/vault/events"
 )
 
-// ErrGap is returned by Apply when a record's sequence is beyond the next one
+// ErrGap is returned by Apply when a message's sequence is beyond the next one
 // the read model expects: the caller must resume from LastSeq()+1.
 var ErrGap = errors.New("projections: sequence gap")
 
-// Applied reports what one Apply did, for the side effects the caller owns
-// (destroying the data keys of revoked and deleted credentials).
-type Applied struct {
-	LastSeq uint64
-	// Shredded lists credentials whose data key must be destroyed.
-	Shredded []string
+// Msg is one stored message of the event stream as Apply takes it: decoded
+// when this build knows its event, otherwise with the reason in Err.
+type Msg struct {
+	Seq     uint64
+	Subject string
+	// Data is the body as stored; it is kept in the read model while the
+	// message's server tree is held.
+	Data []byte
+	// Record is the decoded event (valid when Err is nil).
+	Record events.Record
+	// Err says why this build cannot decode the message.
+	Err error
+	// Type and Version are the envelope's, when it is readable.
+	Type    string
+	Version int
+	// Owner is the envelope's owner key, when it is readable.
+	Owner string
+	// row is the row a create writes, mapped by Decode (off the apply path).
+	row []any
 }
 
-// Apply applies records in stream order in one transaction, together with
-// the new last sequence, so a crash never leaves half a batch. Records at or
-// below the stored last sequence are skipped (redelivery is harmless); a
-// record whose Event is nil (undecodable) only advances the sequence.
-func (d *DB) Apply(ctx context.Context, recs []events.Record) (Applied, error) {
+// Decode decodes one stored message. It touches no database, so the caller
+// can decode the next batch while Apply commits the current one.
+func Decode(seq uint64, subject string, data []byte) Msg {
+	m := Msg{Seq: seq, Subject: subject, Data: data}
+	r, ok := fastDecode(data)
+	var err error
+	if !ok {
+		r, err = events.Unmarshal(data)
+	}
+	if err != nil {
+		m.Err = err
+		var env struct {
+			Type    string       `json:"type"`
+			Version int          `json:"version"`
+			Owner   events.Owner `json:"owner"`
+		}
+		if json.Unmarshal(data, &env) == nil {
+			m.Type, m.Version = env.Type, env.Version
+			if env.Owner.Account != "" {
+				m.Owner = env.Owner.Key()
+			}
+		}
+		return m
+	}
+	r.Sequence = seq
+	m.Record = r
+	m.Type, m.Version = r.Event.EventType(), r.Event.SchemaVersion()
+	// A create's row depends on the event alone: map it here, where the
+	// caller decodes the next batch while the current one commits.
+	switch r.Event.(type) {
+	case events.CredentialCreated:
+		m.row = credentialArgs(domain.ApplyCredential(domain.Credential{}, r))
+	case events.ServerCreated:
+		m.row = serverArgs(domain.ApplyServer(domain.Server{}, r), seq)
+	}
+	return m
+}
+
+// TreeOf is the server tree a subject belongs to: the server id in
+// vault.<server_id>.…, or the whole subject when it has no such token.
+func TreeOf(subject string) string {
+	rest, ok := strings.CutPrefix(subject, events.SubjectPrefix)
+	if !ok {
+		return subject
+	}
+	if i := strings.IndexByte(rest, '.'); i >= 0 {
+		rest = rest[:i]
+	}
+	if rest == "" {
+		return subject
+	}
+	return rest
+}
+
+// Applied reports what one Apply did.
+type Applied struct {
+	LastSeq uint64
+	// Shredded lists credentials whose data-key destruction was recorded in
+	// pending_shreds by this call (the caller destroys them, see PendingShreds).
+	Shredded []string
+	// Held lists the server trees this call started holding.
+	Held []Hold
+	// Released lists the server trees this call released (Release only).
+	Released []string
+}
+
+// Hold is a server tree the projector holds because this build cannot decode
+// one of its events.
+type Hold struct {
+	ServerID string `json:"server_id"`
+	// Seq is the sequence of the first event not applied.
+	Seq       uint64 `json:"sequence"`
+	EventType string `json:"event_type"`
+	Version   int    `json:"event_version"`
+	// Reason is why the event could not be decoded (it holds no event data).
+	Reason string `json:"reason"`
+	// Pending is how many events of the tree are kept, the held one included.
+	Pending int `json:"pending_events"`
+}
+
+// Apply applies msgs in stream order in one transaction, together with the
+// new last sequence, so a crash never leaves half a batch. Messages at or
+// below the stored last sequence are skipped (redelivery is harmless).
+//
+// A message this build cannot decode is never skipped: its server tree is
+// held at that sequence (held_aggregates), it and every later message of the
+// tree are kept (held_events) to be applied in order by Release, and every
+// other tree keeps being applied. Revokes, credential deletes and server
+// deletes record the data keys to destroy in pending_shreds in the same
+// transaction.
+func (d *DB) Apply(ctx context.Context, msgs []Msg) (Applied, error) {
+	var out Applied
+	if len(msgs) == 0 {
+		last, err := d.LastSeq(ctx)
+		out.LastSeq = last
+		return out, err
+	}
 	tx, err := d.sql.BeginTx(ctx, nil)
 	if err != nil {
 		return Applied{}, err
 	}
 	defer tx.Rollback()
-	var out Applied
-	if err := tx.QueryRowContext(ctx, "SELECT last_seq FROM projector_state WHERE id = 1").Scan(&out.LastSeq); err != nil {
+	a := d.newApplier(ctx, tx)
+	if err := a.queryRow(selectLastSeq).Scan(&out.LastSeq); err != nil {
 		return Applied{}, err
 	}
 	start := out.LastSeq
-	a := &applier{ctx: ctx, tx: tx, d: d, trees: map[string]uint64{}}
-	for _, r := range recs {
-		if r.Sequence <= out.LastSeq {
+	held, err := a.heldTrees()
+	if err != nil {
+		return Applied{}, err
+	}
+	for i := range msgs {
+		m := &msgs[i]
+		if m.Seq <= out.LastSeq {
 			continue
 		}
-		if r.Sequence != out.LastSeq+1 {
+		if m.Seq != out.LastSeq+1 {
 			if out.LastSeq == start {
-				return Applied{}, fmt.Errorf("%w: at %d, got %d", ErrGap, out.LastSeq, r.Sequence)
+				return Applied{}, fmt.Errorf("%w: at %d, got %d", ErrGap, out.LastSeq, m.Seq)
 			}
 			break // commit what is contiguous; the caller resumes
 		}
-		if r.Event != nil {
-			shred, err := a.apply(r)
-			if err != nil {
-				return Applied{}, fmt.Errorf("projections: apply seq %d (%s): %w", r.Sequence, r.Event.EventType(), err)
+		tree := TreeOf(m.Subject)
+		switch {
+		case held[tree]:
+			if err := a.keep(tree, m); err != nil {
+				return Applied{}, err
 			}
-			out.Shredded = append(out.Shredded, shred...)
+		case m.Err != nil:
+			h := Hold{ServerID: tree, Seq: m.Seq, EventType: m.Type, Version: m.Version, Reason: m.Err.Error(), Pending: 1}
+			if err := a.exec(insertHold, h.ServerID, nullable(m.Owner), h.Seq, h.EventType, h.Version, h.Reason,
+				time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
+				return Applied{}, err
+			}
+			if err := a.keep(tree, m); err != nil {
+				return Applied{}, err
+			}
+			held[tree] = true
+			out.Held = append(out.Held, h)
+		default:
+			if err := a.apply(m.Record, m.row); err != nil {
+				return Applied{}, fmt.Errorf("projections: apply seq %d (%s): %w", m.Seq, m.Type, err)
+			}
 		}
-		out.LastSeq = r.Sequence
+		out.LastSeq = m.Seq
 	}
 	if out.LastSeq == start {
 		return out, nil
 	}
-	for id, seq := range a.trees {
-		if err := a.exec(bumpTree, seq, id); err != nil {
-			return Applied{}, err
-		}
+	if err := a.finish(); err != nil {
+		return Applied{}, err
 	}
 	if err := a.exec(setLastSeq, out.LastSeq); err != nil {
 		return Applied{}, err
 	}
-	return out, tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return Applied{}, err
+	}
+	out.Shredded = a.shredded
+	return out, nil
 }
 
 const (
@@ -82,115 +211,231 @@ const (
 )
 
 const (
-	bumpTree      = "UPDATE servers SET tree_seq = ? WHERE id = ?"
-	setLastSeq    = "UPDATE projector_state SET last_seq = ? WHERE id = 1"
-	selectServer  = "SELECT " + serverColumns + " FROM servers WHERE id = ?"
-	selectCred    = "SELECT " + credentialColumns + " FROM credentials WHERE id = ?"
-	deleteCreds   = "DELETE FROM credentials WHERE server_id = ?"
-	deleteServer  = "DELETE FROM servers WHERE id = ?"
-	deleteCred    = "DELETE FROM credentials WHERE id = ?"
-	selectCredIDs = "SELECT id FROM credentials WHERE server_id = ?"
+	selectLastSeq    = "SELECT last_seq FROM projector_state WHERE id = 1"
+	bumpTree         = "UPDATE servers SET tree_seq = ? WHERE id = ?"
+	setLastSeq       = "UPDATE projector_state SET last_seq = ? WHERE id = 1"
+	selectServer     = "SELECT " + serverColumns + " FROM servers WHERE id = ?"
+	existsServer     = "SELECT count(*) FROM servers WHERE id = ?"
+	selectCred       = "SELECT " + credentialColumns + " FROM credentials WHERE id = ?"
+	selectTreeCreds  = "SELECT id FROM credentials WHERE server_id = ?"
+	deleteCreds      = "DELETE FROM credentials WHERE server_id = ?"
+	deleteServer     = "DELETE FROM servers WHERE id = ?"
+	deleteCred       = "DELETE FROM credentials WHERE id = ?"
+	insertShred      = "INSERT OR IGNORE INTO pending_shreds (credential_id, seq) VALUES (?, ?)"
+	selectHeldTrees  = "SELECT server_id FROM held_aggregates"
+	insertHold       = "INSERT INTO held_aggregates (server_id, owner, seq, event_type, event_version, reason, held_at) VALUES (?,?,?,?,?,?,?)"
+	insertHeldEvent  = "INSERT OR REPLACE INTO held_events (seq, server_id, subject, data) VALUES (?,?,?,?)"
+	selectHeldEvents = "SELECT seq, subject, data FROM held_events WHERE server_id = ? ORDER BY seq"
+	deleteHeldUpTo   = "DELETE FROM held_events WHERE server_id = ? AND seq <= ?"
+	updateHold       = "UPDATE held_aggregates SET seq = ?, event_type = ?, event_version = ?, reason = ? WHERE server_id = ?"
+	deleteHold       = "DELETE FROM held_aggregates WHERE server_id = ?"
 )
 
 // applyStatements are prepared once per writer.
-var applyStatements = []string{insertServer, insertCred, bumpTree, setLastSeq, selectServer, selectCred,
-	deleteCreds, deleteServer, deleteCred, selectCredIDs}
+var applyStatements = []string{selectLastSeq, insertServer, insertCred, bumpTree, setLastSeq, selectServer,
+	existsServer, selectCred, selectTreeCreds, deleteCreds, deleteServer, deleteCred, insertShred,
+	selectHeldTrees, insertHold, insertHeldEvent, selectHeldEvents, deleteHeldUpTo, updateHold, deleteHold}
 
-// applier applies the records of one transaction. The newest sequence per
-// server tree is written once per transaction, not once per event.
+// applier applies the messages of one transaction. The newest sequence per
+// server tree is written once per transaction, not once per event, and
+// statements are bound to the transaction once.
 type applier struct {
-	ctx   context.Context
-	tx    *sql.Tx
-	d     *DB
-	trees map[string]uint64
+	ctx      context.Context
+	tx       *sql.Tx
+	d        *DB
+	stmts    map[string]*sql.Stmt
+	trees    map[string]uint64
+	servers  map[string]bool // known to exist (true) or not (false) in this transaction
+	shredded []string
 }
 
-// exec runs a cached prepared statement inside the transaction.
+func (d *DB) newApplier(ctx context.Context, tx *sql.Tx) *applier {
+	return &applier{ctx: ctx, tx: tx, d: d, stmts: map[string]*sql.Stmt{}, trees: map[string]uint64{}, servers: map[string]bool{}}
+}
+
+// stmt returns the writer's prepared statement for query, bound to the
+// transaction (once per transaction).
+func (a *applier) stmt(query string) (*sql.Stmt, error) {
+	if st, ok := a.stmts[query]; ok {
+		return st, nil
+	}
+	st, err := a.d.stmt(query)
+	if err != nil {
+		return nil, err
+	}
+	st = a.tx.StmtContext(a.ctx, st)
+	a.stmts[query] = st
+	return st, nil
+}
+
 func (a *applier) exec(query string, args ...any) error {
-	stmt, err := a.d.stmt(query)
+	st, err := a.stmt(query)
 	if err != nil {
 		return err
 	}
-	_, err = a.tx.StmtContext(a.ctx, stmt).ExecContext(a.ctx, args...)
+	_, err = st.ExecContext(a.ctx, args...)
 	return err
 }
 
 func (a *applier) queryRow(query string, args ...any) *sql.Row {
-	stmt, err := a.d.stmt(query)
+	st, err := a.stmt(query)
 	if err != nil {
 		return a.tx.QueryRowContext(a.ctx, query, args...)
 	}
-	return a.tx.StmtContext(a.ctx, stmt).QueryRowContext(a.ctx, args...)
+	return st.QueryRowContext(a.ctx, args...)
 }
 
-// apply folds r into the stored state of its aggregate and writes the
-// result back. It returns credentials whose data key must be destroyed.
-func (a *applier) apply(r events.Record) ([]string, error) {
-	switch e := r.Event.(type) {
-	case events.ServerCreated:
-		s := domain.ApplyServer(domain.Server{}, r)
-		return nil, a.exec(insertServer, serverArgs(s, r.Sequence)...)
-	case events.ServerUpdated:
-		s, _, err := scanServer(a.queryRow(selectServer, r.ServerID))
-		if err != nil {
-			return nil, ignoreMissing(err)
-		}
-		s = domain.ApplyServer(s, r)
-		a.trees[r.ServerID] = r.Sequence
-		return nil, a.exec(insertServer, serverArgs(s, r.Sequence)...)
-	case events.ServerDeleted:
-		delete(a.trees, r.ServerID)
-		// Every credential under the server goes, and so does its data key —
-		// also those the deciding API did not know of (e.CredentialIDs is
-		// not a complete list).
-		ids, err := a.credentialIDs(r.ServerID)
-		if err != nil {
-			return nil, err
-		}
-		known := make(map[string]bool, len(ids))
-		for _, id := range ids {
-			known[id] = true
-		}
-		for _, id := range e.CredentialIDs { // each key once
-			if !known[id] {
-				known[id] = true
-				ids = append(ids, id)
-			}
-		}
-		if err := a.exec(deleteCreds, r.ServerID); err != nil {
-			return nil, err
-		}
-		return ids, a.exec(deleteServer, r.ServerID)
-	case events.CredentialCreated:
-		c := domain.ApplyCredential(domain.Credential{}, r)
-		a.trees[r.ServerID] = r.Sequence
-		return nil, a.exec(insertCred, credentialArgs(c)...)
-	case events.CredentialDeleted:
-		a.trees[r.ServerID] = r.Sequence
-		return []string{r.AggregateID}, a.exec(deleteCred, r.AggregateID)
-	case events.CredentialRevoked, events.CredentialUsed:
-		a.trees[r.ServerID] = r.Sequence
-		c, err := scanCredential(a.queryRow(selectCred, r.AggregateID))
-		if err != nil {
-			return nil, ignoreMissing(err)
-		}
-		c = domain.ApplyCredential(c, r)
-		var shred []string
-		if _, revoked := e.(events.CredentialRevoked); revoked {
-			shred = []string{c.ID}
-		}
-		return shred, a.exec(insertCred, credentialArgs(c)...)
-	}
-	return nil, nil
-}
-
-// credentialIDs lists the credentials of a server.
-func (a *applier) credentialIDs(serverID string) ([]string, error) {
-	stmt, err := a.d.stmt(selectCredIDs)
+func (a *applier) query(query string, args ...any) (*sql.Rows, error) {
+	st, err := a.stmt(query)
 	if err != nil {
 		return nil, err
 	}
-	rows, err := a.tx.StmtContext(a.ctx, stmt).QueryContext(a.ctx, serverID)
+	return st.QueryContext(a.ctx, args...)
+}
+
+func (a *applier) heldTrees() (map[string]bool, error) {
+	rows, err := a.query(selectHeldTrees)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	held := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		held[id] = true
+	}
+	return held, rows.Err()
+}
+
+// keep stores a message of a held tree.
+func (a *applier) keep(tree string, m *Msg) error {
+	return a.exec(insertHeldEvent, m.Seq, tree, m.Subject, m.Data)
+}
+
+// finish writes the newest sequence of every tree touched.
+func (a *applier) finish() error {
+	for id, seq := range a.trees {
+		if err := a.exec(bumpTree, seq, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// shred records that the data keys of ids must be destroyed.
+func (a *applier) shred(seq uint64, ids ...string) error {
+	for _, id := range ids {
+		if err := a.exec(insertShred, id, seq); err != nil {
+			return err
+		}
+		a.shredded = append(a.shredded, id)
+	}
+	return nil
+}
+
+// serverExists reports whether the server has a row (cached per transaction).
+func (a *applier) serverExists(id string) (bool, error) {
+	if ok, known := a.servers[id]; known {
+		return ok, nil
+	}
+	var n int
+	if err := a.queryRow(existsServer, id).Scan(&n); err != nil {
+		return false, err
+	}
+	a.servers[id] = n > 0
+	return n > 0, nil
+}
+
+// apply folds r into the stored state of its aggregate and writes the
+// result back, recording data keys to destroy. row is a create's row when
+// Decode mapped it already.
+func (a *applier) apply(r events.Record, row []any) error {
+	switch e := r.Event.(type) {
+	case events.ServerCreated:
+		if row == nil {
+			row = serverArgs(domain.ApplyServer(domain.Server{}, r), r.Sequence)
+		}
+		a.servers[r.ServerID] = true
+		delete(a.trees, r.ServerID)
+		return a.exec(insertServer, row...)
+	case events.ServerUpdated:
+		s, _, err := scanServer(a.queryRow(selectServer, r.ServerID))
+		if err != nil {
+			return ignoreMissing(err)
+		}
+		s = domain.ApplyServer(s, r)
+		a.trees[r.ServerID] = r.Sequence
+		return a.exec(insertServer, serverArgs(s, r.Sequence)...)
+	case events.ServerDeleted:
+		// The cascade destroys the key of every credential under the server
+		// in the read model: the event's list may miss credentials created
+		// concurrently with the delete.
+		ids, err := a.treeCredentials(r.ServerID)
+		if err != nil {
+			return err
+		}
+		seen := make(map[string]bool, len(ids))
+		for _, id := range ids {
+			seen[id] = true
+		}
+		for _, id := range e.CredentialIDs {
+			if !seen[id] {
+				seen[id] = true
+				ids = append(ids, id)
+			}
+		}
+		if err := a.shred(r.Sequence, ids...); err != nil {
+			return err
+		}
+		delete(a.trees, r.ServerID)
+		a.servers[r.ServerID] = false
+		if err := a.exec(deleteCreds, r.ServerID); err != nil {
+			return err
+		}
+		return a.exec(deleteServer, r.ServerID)
+	case events.CredentialCreated:
+		ok, err := a.serverExists(r.ServerID)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			// Stored after its server was deleted (or for no server): never
+			// a live credential without a server; its key goes.
+			return a.shred(r.Sequence, r.AggregateID)
+		}
+		if row == nil {
+			row = credentialArgs(domain.ApplyCredential(domain.Credential{}, r))
+		}
+		a.trees[r.ServerID] = r.Sequence
+		return a.exec(insertCred, row...)
+	case events.CredentialDeleted:
+		a.trees[r.ServerID] = r.Sequence
+		if err := a.shred(r.Sequence, r.AggregateID); err != nil {
+			return err
+		}
+		return a.exec(deleteCred, r.AggregateID)
+	case events.CredentialRevoked, events.CredentialUsed:
+		a.trees[r.ServerID] = r.Sequence
+		if _, revoked := e.(events.CredentialRevoked); revoked {
+			if err := a.shred(r.Sequence, r.AggregateID); err != nil {
+				return err
+			}
+		}
+		c, err := scanCredential(a.queryRow(selectCred, r.AggregateID))
+		if err != nil {
+			return ignoreMissing(err)
+		}
+		c = domain.ApplyCredential(c, r)
+		return a.exec(insertCred, credentialArgs(c)...)
+	}
+	return nil
+}
+
+func (a *applier) treeCredentials(serverID string) ([]string, error) {
+	rows, err := a.query(selectTreeCreds, serverID)
 	if err != nil {
 		return nil, err
 	}
@@ -204,6 +449,13 @@ func (a *applier) credentialIDs(serverID string) ([]string, error) {
 		ids = append(ids, id)
 	}
 	return ids, rows.Err()
+}
+
+func nullable(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }
 
 // ignoreMissing treats an event about an aggregate the read model no longer

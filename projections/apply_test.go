@@ -19,6 +19,7 @@ const (
 	apSrvA = "mcp_srv_0196a1b2c3d4e5f60718293a4b5c6d01"
 	apSrvB = "mcp_srv_0196a1b2c3d4e5f60718293a4b5c6d02"
 	apSrvC = "mcp_srv_0196a1b2c3d4e5f60718293a4b5c6d03"
+	apSrvD = "mcp_srv_0196a1b2c3d4e5f60718293a4b5c6d04"
 	apC1   = "mcp_cred_0196a1b2c3d4e5f60718293a4b5c6d11"
 	apC2   = "mcp_cred_0196a1b2c3d4e5f60718293a4b5c6d12"
 	apC3   = "mcp_cred_0196a1b2c3d4e5f60718293a4b5c6d13"
@@ -62,7 +63,7 @@ func apStream() []events.Record {
 		{apSrvB, apSrvB, apBob, events.ServerCreated{ServerAttrs: events.ServerAttrs{Name: "B", ServerLabel: "b", ServerURL: "https://b.example.com",
 			RequireApproval: "never", Metadata: map[string]string{}}}},
 		{apC3, apSrvB, apBob, events.CredentialCreated{AuthType: "none", HeaderNames: []string{}}},
-		{"", "", events.Owner{}, nil}, // undecodable: only advances the sequence
+		{"", apSrvD, events.Owner{}, nil}, // a future event: holds server D
 		{apC1, apSrvA, apAlice, events.CredentialDeleted{}},
 		{apC4, apSrvB, apBob, events.CredentialCreated{AuthType: "authorization", AuthorizationPreview: apPtr("****"), HeaderNames: []string{}, Secret: sealed}},
 		{apSrvB, apSrvB, apBob, events.ServerDeleted{CredentialIDs: []string{apC3, apC4}}},
@@ -95,9 +96,30 @@ func apOpen(tb testing.TB) *projections.DB {
 	return d
 }
 
+// apMsgs stores recs as the stream would (a record without event becomes a
+// future event, mcp.server.renamed v1, of its server) and decodes them.
+func apMsgs(tb testing.TB, recs []events.Record) []projections.Msg {
+	tb.Helper()
+	out := make([]projections.Msg, len(recs))
+	for i, r := range recs {
+		var body []byte
+		var err error
+		subject := events.SubjectOf(r)
+		if r.Event == nil {
+			subject = events.ServerSubject(r.ServerID)
+			body = []byte(`{"id":"evt-future","type":"mcp.server.renamed","version":1,"aggregate_id":"` + r.ServerID +
+				`","server_id":"` + r.ServerID + `","owner":{"account":"acct_a"},"occurred_at":"2026-04-29T12:00:00.000Z","data":{"name":"x"}}`)
+		} else if body, err = events.Marshal(r.Meta, r.Event); err != nil {
+			tb.Fatal(err)
+		}
+		out[i] = projections.Decode(r.Sequence, subject, body)
+	}
+	return out
+}
+
 func apApply(tb testing.TB, d *projections.DB, recs []events.Record) projections.Applied {
 	tb.Helper()
-	a, err := d.Apply(context.Background(), recs)
+	a, err := d.Apply(context.Background(), apMsgs(tb, recs))
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -236,7 +258,7 @@ func TestApplyGap(t *testing.T) {
 	d := apOpen(t)
 	apApply(t, d, recs[:3])
 	before := apDump(t, d)
-	if _, err := d.Apply(context.Background(), recs[4:6]); !errors.Is(err, projections.ErrGap) {
+	if _, err := d.Apply(context.Background(), apMsgs(t, recs[4:6])); !errors.Is(err, projections.ErrGap) {
 		t.Fatalf("seq 5 after 3: %v, want ErrGap", err)
 	}
 	if apDump(t, d) != before {
@@ -266,7 +288,7 @@ func TestApplyBatchIsAtomic(t *testing.T) {
 		BEGIN SELECT RAISE(ABORT, 'injected fault'); END`); err != nil {
 		t.Fatal(err)
 	}
-	_, err := d.Apply(context.Background(), recs[3:12])
+	_, err := d.Apply(context.Background(), apMsgs(t, recs[3:12]))
 	if err == nil || !strings.Contains(err.Error(), "injected fault") {
 		t.Fatalf("apply with a failing record: %v", err)
 	}

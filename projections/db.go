@@ -33,8 +33,9 @@ const (
 	Writer Mode = iota
 	// Reader is the API: a pool of query-only connections.
 	Reader
-	// Bulk is a rebuild into a fresh file: durability relaxed until Close,
-	// which checkpoints; the file is only swapped in once complete.
+	// Bulk is a rebuild into a fresh file, which is only swapped in once
+	// complete: no journal, synchronous=OFF, an exclusive lock, a large page
+	// cache, and secondary indexes dropped at Open and built at Close.
 	Bulk
 )
 
@@ -45,6 +46,10 @@ type DB struct {
 	mode Mode
 	// instance is the file's instance id (see InstanceID).
 	instance string
+	// bulkIndexes are the secondary indexes a Bulk DB dropped at Open and
+	// creates again at Close (an index built once is cheaper than one
+	// maintained row by row).
+	bulkIndexes []string
 
 	mu    sync.Mutex
 	stmts map[string]*sql.Stmt // prepared statements of the writer
@@ -95,7 +100,11 @@ func Open(ctx context.Context, path string, mode Mode) (*DB, error) {
 	case Writer:
 		q.Set("_synchronous", "NORMAL")
 	case Bulk:
+		// A fresh file that is used only once complete: no journal, no
+		// fsync, one connection holding the lock.
 		q.Set("_synchronous", "OFF")
+		q.Set("_journal_mode", "OFF")
+		q.Set("_locking_mode", "EXCLUSIVE")
 	}
 	dsn := "file:" + path + "?" + q.Encode()
 	db, err := sql.Open("sqlite3", dsn)
@@ -128,7 +137,13 @@ func Open(ctx context.Context, path string, mode Mode) (*DB, error) {
 		return nil, err
 	}
 	if mode == Bulk {
-		if _, err := db.ExecContext(ctx, "PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-65536"); err != nil {
+		// A large page cache (256 MiB at most, allocated as used) and
+		// temporary structures in memory.
+		if _, err := db.ExecContext(ctx, "PRAGMA cache_size=-262144; PRAGMA temp_store=MEMORY"); err != nil {
+			db.Close()
+			return nil, err
+		}
+		if err := d.dropIndexes(ctx); err != nil {
 			db.Close()
 			return nil, err
 		}
@@ -154,12 +169,48 @@ func (d *DB) Close() error {
 	d.stmts = nil
 	d.mu.Unlock()
 	if d.mode == Bulk {
-		if _, err := d.sql.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+		for _, ddl := range d.bulkIndexes {
+			if _, err := d.sql.Exec(ddl); err != nil {
+				d.sql.Close()
+				return fmt.Errorf("projections: recreate index: %w", err)
+			}
+		}
+		d.bulkIndexes = nil
+		if _, err := d.sql.Exec("PRAGMA journal_mode=WAL"); err != nil {
 			d.sql.Close()
 			return err
 		}
 	}
 	return d.sql.Close()
+}
+
+// dropIndexes drops every secondary index of a Bulk DB, remembering its DDL
+// for Close.
+func (d *DB) dropIndexes(ctx context.Context) error {
+	rows, err := d.sql.QueryContext(ctx, "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name")
+	if err != nil {
+		return err
+	}
+	var names []string
+	for rows.Next() {
+		var name, ddl string
+		if err := rows.Scan(&name, &ddl); err != nil {
+			rows.Close()
+			return err
+		}
+		names = append(names, name)
+		d.bulkIndexes = append(d.bulkIndexes, ddl)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, n := range names {
+		if _, err := d.sql.ExecContext(ctx, `DROP INDEX "`+n+`"`); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SQL exposes the handle for tests and benchmarks in this module.

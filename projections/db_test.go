@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/mcpvault/vault/projections"
@@ -28,5 +29,64 @@ func TestReadModelFilesAreOwnerOnly(t *testing.T) {
 		if st.Mode().Perm() != 0o600 {
 			t.Errorf("%s has mode %v, want 0600", filepath.Base(p), st.Mode().Perm())
 		}
+	}
+}
+
+// A Bulk file is written without secondary indexes and gets every one of
+// them back when it is closed: the rebuilt file has the live file's schema.
+func TestBulkBuildsIndexesAtClose(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	schema := func(path string) string {
+		t.Helper()
+		db, err := projections.Open(ctx, path, projections.Writer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		rows, err := db.SQL().QueryContext(ctx, "SELECT type, name, coalesce(sql, '') FROM sqlite_master ORDER BY type, name")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		var out string
+		for rows.Next() {
+			var typ, name, ddl string
+			if err := rows.Scan(&typ, &name, &ddl); err != nil {
+				t.Fatal(err)
+			}
+			out += typ + " " + name + " " + ddl + "\n"
+		}
+		return out
+	}
+	bulk := filepath.Join(dir, "bulk.sqlite")
+	b, err := projections.Open(ctx, bulk, projections.Bulk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := b.SQL().QueryRow("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL").Scan(&n); err != nil || n != 0 {
+		t.Fatalf("%d secondary indexes while bulk loading: %v", n, err)
+	}
+	recs := apStream()
+	if _, err := b.Apply(ctx, apMsgs(t, recs)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := schema(filepath.Join(dir, "live.sqlite"))
+	if got := schema(bulk); got != want || !strings.Contains(got, "index credentials_by_server") {
+		t.Fatalf("bulk file schema\n%s\nwant\n%s", got, want)
+	}
+	d, err := projections.Open(ctx, bulk, projections.Writer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	apCheckFinal(t, d)
+	var check string
+	if err := d.SQL().QueryRow("PRAGMA integrity_check").Scan(&check); err != nil || check != "ok" {
+		t.Fatalf("integrity_check %q %v", check, err)
 	}
 }

@@ -141,6 +141,7 @@ func planCalls(tb testing.TB, v View, srv string, cursor string) {
 	must(err)
 	_, _, err = v.ListServerCredentials(ctx, planOwner, srv, false, Page{Limit: 20, Desc: true, After: planCredID(0, 0)})
 	must(err)
+	must(v.Held(ctx, planOwner, srv))
 }
 
 // Every list and lookup query of the read model is answered from an index

@@ -83,7 +83,8 @@ func (a *API) Run(ctx context.Context) error {
 	}()
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		newProjectorCollector(db))
 	registerBarrierMetrics(reg, v)
 	h := &httpapi.Handler{Vault: v, Log: a.Log, Keys: a.Keys, RateLimit: a.RateLimit, Registry: reg,
 		Ready: func(ctx context.Context) (bool, any) { return ready(ctx, v, nc.IsConnected()) }}
@@ -115,6 +116,10 @@ type readiness struct {
 	Status    string          `json:"status"`
 	Stream    componentStatus `json:"stream"`
 	ReadModel componentStatus `json:"read_model"`
+	// Projector is pending work that does not make the process unready
+	// (held servers, key destructions being retried); Reasons says it.
+	Projector projectorDetail `json:"projector"`
+	Reasons   []string        `json:"reasons,omitempty"`
 }
 
 type componentStatus struct {
@@ -155,6 +160,7 @@ func ready(ctx context.Context, v *app.Vault, connected bool) (bool, any) {
 		}
 		cancel()
 	}
+	r.Projector, r.Reasons = projectorReasons(ctx, v.DB)
 	if !r.Stream.OK || !r.ReadModel.OK {
 		r.Status = "not_ready"
 		return false, r

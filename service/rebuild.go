@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -32,6 +33,11 @@ type Rebuild struct {
 
 // Run rebuilds and swaps. It returns the number of events applied.
 func (r *Rebuild) Run(ctx context.Context) error {
+	// A replay allocates short-lived decoded batches at a high rate and holds
+	// little (batches of BatchSize events): collect garbage a quarter as
+	// often as by default while it runs (the profiles showed ~10 % of its
+	// CPU in the collector).
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	nc, err := eventstore.Connect(r.NATSURL, "vault-rebuild")
 	if err != nil {
 		return err
@@ -49,15 +55,19 @@ func (r *Rebuild) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	db, err := projections.Open(ctx, tmp, projections.Bulk)
+	// Reopened as a writer: the bulk file was completed (indexes built) when
+	// build closed it.
+	db, err := projections.Open(ctx, tmp, projections.Writer)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	swapStart := time.Now()
 	if err := db.ReplaceContents(ctx, r.ReadModelPath); err != nil {
 		return err
 	}
-	r.Log.Info("read model rebuilt and swapped in", "events", n, "path", r.ReadModelPath)
+	r.Log.Info("read model rebuilt and swapped in", "events", n, "path", r.ReadModelPath,
+		"swap_seconds", time.Since(swapStart).Seconds())
 	return nil
 }
 
@@ -80,20 +90,11 @@ func (r *Rebuild) build(ctx context.Context, st *eventstore.Store, path string) 
 	start := time.Now()
 	var applied uint64
 	if total > 0 {
-		fctx, cancel := context.WithCancel(ctx)
-		err = st.Follow(fctx, 1, batch, func(msgs []eventstore.Msg) error {
-			a, err := db.Apply(fctx, decode(msgs, r.Log))
-			if err != nil {
-				return err
-			}
+		err = applyStream(ctx, st, db, 1, batch, func(a projections.Applied) bool {
 			prog(int64(a.LastSeq), false)
 			applied = a.LastSeq
-			if applied >= total {
-				cancel()
-			}
-			return nil
+			return applied >= total
 		})
-		cancel()
 		if applied < total {
 			db.Close()
 			if err == nil || ctx.Err() != nil {

@@ -5,7 +5,7 @@
 package faultnet
 
 import (
-	"io"
+	"bytes"
 	"net"
 	"sync"
 	"testing"
@@ -16,10 +16,12 @@ type Proxy struct {
 	ln     net.Listener
 	target string
 
-	mu     sync.Mutex
-	paused bool
-	resume chan struct{}
-	conns  map[net.Conn]struct{}
+	mu      sync.Mutex
+	paused  bool
+	resume  chan struct{}
+	conns   map[net.Conn]struct{}
+	trigger []byte        // armed by HoldRepliesAfter
+	fired   chan struct{} // closed when trigger is seen
 }
 
 // MustListen starts a proxy on 127.0.0.1 to target; it stops at cleanup.
@@ -44,6 +46,19 @@ func (p *Proxy) HoldReplies() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.paused = true
+}
+
+// HoldRepliesAfter arms a one-shot trigger: as soon as a client sends bytes
+// containing trigger (for example the protocol line of one publish), the
+// proxy holds the server's answers, as HoldReplies does, before it forwards
+// those bytes. The request is acted on; its answer and everything after it
+// are held until Release. The returned channel is closed when it fires.
+func (p *Proxy) HoldRepliesAfter(trigger string) <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.trigger = []byte(trigger)
+	p.fired = make(chan struct{})
+	return p.fired
 }
 
 // Release forwards the held answers and everything after them.
@@ -97,7 +112,7 @@ func (p *Proxy) accept() {
 		p.track(client, true)
 		p.track(server, true)
 		go func() {
-			io.Copy(server, client)
+			p.copyWatched(server, client)
 			server.Close()
 			client.Close()
 		}()
@@ -134,4 +149,41 @@ func (p *Proxy) copyHeld(dst, src net.Conn) {
 			return
 		}
 	}
+}
+
+// copyWatched copies client to server, firing an armed trigger before it
+// forwards the bytes that complete it (a trigger may span reads).
+func (p *Proxy) copyWatched(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	var tail []byte
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			tail = p.watch(tail, buf[:n])
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// watch checks tail+b for the armed trigger and returns the new tail.
+func (p *Proxy) watch(tail, b []byte) []byte {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.trigger) == 0 {
+		return tail[:0]
+	}
+	hay := append(tail, b...)
+	if bytes.Contains(hay, p.trigger) {
+		p.paused = true
+		p.trigger = nil
+		close(p.fired)
+		return tail[:0]
+	}
+	keep := min(len(hay), len(p.trigger)-1)
+	return append(tail[:0:0], hay[len(hay)-keep:]...)
 }

@@ -44,6 +44,10 @@ type Options struct {
 	// GroupCommit turns on group commit (off by default, as under make run).
 	GroupCommit bool
 	Now         func() time.Time
+	// APINATS, when set, is given the NATS server's host:port on every
+	// StartAPI and returns the host:port the API dials instead (a
+	// faultnet proxy in between, for tests that lose the stream's answers).
+	APINATS func(natsAddr string) string
 }
 
 // Env is one running vault.
@@ -55,7 +59,9 @@ type Env struct {
 	ReadModel string
 	Stream    string
 	Keyring   *seal.Keyring
-	Logs      *SyncBuffer
+	// KeySpec is Keyring as VAULT_MASTER_KEYS spells it (first key active).
+	KeySpec string
+	Logs    *SyncBuffer
 
 	opts     Options
 	nats     *server.Server
@@ -102,12 +108,13 @@ func MustStart(tb testing.TB, opts Options) *Env {
 		opts.Stream = "VAULT"
 	}
 	dir := tb.TempDir()
-	kr, err := seal.ParseKeyring(seal.NewKeySpec("k1"))
+	spec := seal.NewKeySpec("k1")
+	kr, err := seal.ParseKeyring(spec)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	e := &Env{TB: tb, Dir: dir, StoreDir: filepath.Join(dir, "jetstream"), ReadModel: filepath.Join(dir, "readmodel.sqlite"),
-		Stream: opts.Stream, Keyring: kr, Logs: &SyncBuffer{}, opts: opts, natsAddr: "127.0.0.1:0"}
+		Stream: opts.Stream, Keyring: kr, KeySpec: spec, Logs: &SyncBuffer{}, opts: opts, natsAddr: "127.0.0.1:0"}
 	e.StartNATS()
 	e.StartProjector()
 	e.StartAPI()
@@ -179,7 +186,11 @@ func (e *Env) StartAPI() {
 		e.TB.Fatal(err)
 	}
 	e.URL = "http://" + ln.Addr().String()
-	a := &service.API{Listener: ln, NATSURL: e.NATSURL(), Stream: e.Stream, ReadModelPath: e.ReadModel,
+	natsURL := e.NATSURL()
+	if e.opts.APINATS != nil {
+		natsURL = "nats://" + e.opts.APINATS(e.natsAddr)
+	}
+	a := &service.API{Listener: ln, NATSURL: natsURL, Stream: e.Stream, ReadModelPath: e.ReadModel,
 		Keys:       []httpapi.APIKey{{Account: "acct_a", Key: KeyA}, {Account: "acct_b", Key: KeyB}},
 		MasterKeys: e.Keyring, AllowPrivate: e.opts.AllowPrivate, RateLimit: e.opts.RateLimit,
 		GroupCommit: e.opts.GroupCommit,
@@ -310,12 +321,31 @@ func MustJetStream(tb testing.TB, url string) jetstream.JetStream {
 // Do sends r and returns the answer.
 func (e *Env) Do(tb testing.TB, r Request) Response {
 	tb.Helper()
-	body := Body(tb, r.Body)
-	url := e.URL + "/api/v1/llm/mcp" + r.Path
-	if strings.HasPrefix(r.Path, "!") {
-		url = e.URL + r.Path[1:]
+	return DoAt(tb, e.URL, r)
+}
+
+// DoAt sends r to the API at baseURL (http://host:port) and returns the
+// answer; a transport error fails the test.
+func DoAt(tb testing.TB, baseURL string, r Request) Response {
+	tb.Helper()
+	resp, err := Send(context.Background(), tb, baseURL, r)
+	if err != nil {
+		tb.Fatalf("%s %s: %v", r.Method, r.Path, err)
 	}
-	req, err := http.NewRequest(r.Method, url, body)
+	return resp
+}
+
+// Send sends r to the API at baseURL under ctx and returns the answer or
+// the transport error: a client that hangs up cancels ctx, which closes its
+// connection.
+func Send(ctx context.Context, tb testing.TB, baseURL string, r Request) (Response, error) {
+	tb.Helper()
+	body := Body(tb, r.Body)
+	url := baseURL + "/api/v1/llm/mcp" + r.Path
+	if strings.HasPrefix(r.Path, "!") {
+		url = baseURL + r.Path[1:]
+	}
+	req, err := http.NewRequestWithContext(ctx, r.Method, url, body)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -341,14 +371,14 @@ func (e *Env) Do(tb testing.TB, r Request) Response {
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		tb.Fatalf("%s %s: %v", r.Method, r.Path, err)
+		return Response{}, err
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		tb.Fatal(err)
+		return Response{}, err
 	}
-	return Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}
+	return Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}, nil
 }
 
 // MustCreateServer creates a server for user (of account A) and returns its id.

@@ -659,12 +659,12 @@ func (b *bench) catchup(ctx context.Context, name string, n int, projector bool,
 		b.logf("  raw go-sqlite3 file insert, 1000 rows/tx: %.2fs = %.0f rows/s", rawTook.Seconds(), rps)
 		b.fig("projector_catchup_eps", eps, "events/s")
 		b.fig("raw_sqlite_file_rps", rps, "rows/s")
-		st := b.goal("r_proj", eps/rps, "ratio", ">= 0.5", 0.5, false)
+		st := b.goal("r_proj", eps/rps, "ratio", ">= 0.8", 0.8, false)
 		b.runs["catchup"] = map[string]any{"events": total, "projector_s": took.Seconds(), "raw_file_s": rawTook.Seconds()}
 		b.rows = append(b.rows, row{fmt.Sprintf("projector catch-up, %d events into an empty read model", total),
 			fmt.Sprintf("%.0f events/s (%.1fs)", eps, took.Seconds()),
 			fmt.Sprintf("raw insert, WAL file, %.0f rows/s (%.1fs)", rps, rawTook.Seconds()),
-			fmt.Sprintf("R_proj %.2f", eps/rps), "R_proj ≥ 0.5", st})
+			fmt.Sprintf("R_proj %.2f", eps/rps), "R_proj ≥ 0.8", st})
 	}
 	var rtotal, replay time.Duration
 	if err := withProfile("rebuild-"+label, func() (err error) {

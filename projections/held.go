@@ -1,0 +1,147 @@
+package projections
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+
+	"github.com/mcpvault/vault/domain"
+	"github.com/mcpvault/vault/events"
+)
+
+// Release applies the kept events of every held tree that this build can now
+// decode, in sequence order, each tree in its own transaction: a tree whose
+// events all decode is released; one that still has an unknown event stays
+// held at that event. It returns the trees released and the shreds recorded.
+func (d *DB) Release(ctx context.Context) (Applied, error) {
+	var out Applied
+	holds, err := d.Holds(ctx)
+	if err != nil {
+		return out, err
+	}
+	for _, h := range holds {
+		released, shredded, err := d.release(ctx, h.ServerID)
+		if err != nil {
+			return out, err
+		}
+		out.Shredded = append(out.Shredded, shredded...)
+		if released {
+			out.Released = append(out.Released, h.ServerID)
+		}
+	}
+	out.LastSeq, err = d.LastSeq(ctx)
+	return out, err
+}
+
+func (d *DB) release(ctx context.Context, tree string) (bool, []string, error) {
+	tx, err := d.sql.BeginTx(ctx, nil)
+	if err != nil {
+		return false, nil, err
+	}
+	defer tx.Rollback()
+	a := d.newApplier(ctx, tx)
+	rows, err := a.query(selectHeldEvents, tree)
+	if err != nil {
+		return false, nil, err
+	}
+	var kept []Msg
+	for rows.Next() {
+		var m Msg
+		if err := rows.Scan(&m.Seq, &m.Subject, &m.Data); err != nil {
+			rows.Close()
+			return false, nil, err
+		}
+		kept = append(kept, m)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return false, nil, err
+	}
+	var applied []uint64
+	var stuck *Msg
+	for i := range kept {
+		m := Decode(kept[i].Seq, kept[i].Subject, kept[i].Data)
+		if m.Err != nil {
+			stuck = &m
+			break
+		}
+		if err := a.apply(m.Record, m.row); err != nil {
+			return false, nil, fmt.Errorf("projections: apply held seq %d (%s): %w", m.Seq, m.Type, err)
+		}
+		applied = append(applied, m.Seq)
+	}
+	if len(applied) == 0 {
+		return false, nil, nil // nothing this build can do yet
+	}
+	if err := a.finish(); err != nil {
+		return false, nil, err
+	}
+	if err := a.exec(deleteHeldUpTo, tree, applied[len(applied)-1]); err != nil {
+		return false, nil, err
+	}
+	if stuck != nil {
+		if err := a.exec(updateHold, stuck.Seq, stuck.Type, stuck.Version, stuck.Err.Error(), tree); err != nil {
+			return false, nil, err
+		}
+	} else if err := a.exec(deleteHold, tree); err != nil {
+		return false, nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return false, nil, err
+	}
+	return stuck == nil, a.shredded, nil
+}
+
+// Holds lists the held server trees, oldest hold first.
+func (d *DB) Holds(ctx context.Context) ([]Hold, error) {
+	rows, err := d.sql.QueryContext(ctx, `SELECT h.server_id, h.seq, h.event_type, h.event_version, h.reason,
+		(SELECT count(*) FROM held_events e WHERE e.server_id = h.server_id)
+		FROM held_aggregates h ORDER BY h.seq`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Hold
+	for rows.Next() {
+		var h Hold
+		if err := rows.Scan(&h.ServerID, &h.Seq, &h.EventType, &h.Version, &h.Reason, &h.Pending); err != nil {
+			return nil, err
+		}
+		out = append(out, h)
+	}
+	return out, rows.Err()
+}
+
+// Held returns a domain error of kind KindUnavailable (code aggregate_held)
+// when the owner's server serverID is held, naming the event type and
+// sequence; nil otherwise. A tree held for another owner is not revealed.
+func (v View) Held(ctx context.Context, owner events.Owner, serverID string) error {
+	var (
+		seq     uint64
+		typ     string
+		version int
+	)
+	err := v.q.QueryRowContext(ctx, `SELECT h.seq, h.event_type, h.event_version FROM held_aggregates h
+		LEFT JOIN servers s ON s.id = h.server_id
+		WHERE h.server_id = ? AND (s.owner = ? OR (s.id IS NULL AND h.owner = ?))`,
+		serverID, owner.Key(), owner.Key()).Scan(&seq, &typ, &version)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return HeldError(serverID, typ, version, seq)
+}
+
+// HeldError is the error a read (or write) of a held tree answers with.
+func HeldError(serverID, eventType string, version int, seq uint64) error {
+	what := fmt.Sprintf("event %q version %d", eventType, version)
+	if eventType == "" {
+		what = "an unreadable event"
+	}
+	return &domain.Error{Kind: domain.KindUnavailable, Code: "aggregate_held", Message: fmt.Sprintf(
+		"This MCP server is held at stream sequence %d: this vault build cannot apply %s. "+
+			"It is served again once the projector is upgraded to a build that knows the event.", seq, what)}
+}
