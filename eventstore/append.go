@@ -82,7 +82,7 @@ func (s *Store) Append(ctx context.Context, subject string, data []byte, opts ..
 	if s.eventsBatch != nil {
 		res := s.eventsBatch.submit(ctx, m)
 		if res.ack != nil {
-			return Ack{Seq: res.ack.Sequence}, nil
+			return Ack{Seq: res.ack.Sequence, Duplicate: res.ack.Duplicate}, nil
 		}
 		uncertain = res.uncertain
 	}

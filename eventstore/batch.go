@@ -138,19 +138,29 @@ func splitBatch(group []*batchReq) (batch, later []*batchReq) {
 }
 
 func (c *committer) commit(batch []*batchReq) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.AttemptTimeout)
+	defer cancel()
+	var apiErr *jetstream.APIError
 	if len(batch) == 1 {
-		// Alone anyway: the single path is cheaper than a batch of one.
-		batch[0].done <- batchResult{alone: true}
+		// A single publish is cheaper than a batch of one. The committer
+		// makes it itself, so that what arrives meanwhile queues up and
+		// goes as the next batch.
+		ack, err := c.s.JS.PublishMsg(ctx, copyMsg(batch[0].msg))
+		switch {
+		case err == nil:
+			batch[0].done <- batchResult{ack: ack}
+		case errors.As(err, &apiErr), errors.Is(err, nats.ErrNoResponders), errors.Is(err, jetstream.ErrNoStreamResponse):
+			batch[0].done <- batchResult{alone: true}
+		default:
+			batch[0].done <- batchResult{alone: true, uncertain: true}
+		}
 		return
 	}
 	msgs := make([]*nats.Msg, len(batch))
 	for i, r := range batch {
 		msgs[i] = copyMsg(r.msg)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.AttemptTimeout)
-	defer cancel()
 	ack, err := jetstreamext.PublishMsgBatch(ctx, c.s.JS, msgs, jetstreamext.BatchFlowControl{AckFirst: false})
-	var apiErr *jetstream.APIError
 	switch {
 	case err == nil && ack.BatchSize == uint64(len(batch)):
 		c.s.stats.batches.Add(1)
