@@ -2,12 +2,15 @@
 GO       ?= go
 BIN      := bin
 TESTFLAGS ?= -count=1 -timeout 20m
+SHELL    := /bin/bash
 
-.PHONY: run build test bench lint tidy clean
+.PHONY: run build test test-cluster cluster walkthrough install bench lint tidy clean
 
-## build: compile the three binaries into ./bin
+PREFIX   ?= /usr/local
+
+## build: compile every command (api, projector, vault, …) into ./bin
 build:
-	$(GO) build -o $(BIN)/ ./cmd/api ./cmd/projector ./cmd/vault
+	$(GO) build -o $(BIN)/ ./cmd/...
 
 ## run: the whole vault on one machine (embedded JetStream unless VAULT_NATS_URL is set)
 run: build
@@ -17,6 +20,23 @@ run: build
 test:
 	$(GO) vet ./...
 	$(GO) test $(TESTFLAGS) ./...
+
+## test-cluster: the multi-node tests (3 nats-server processes, 2 replicas, nodes killed)
+test-cluster:
+	$(GO) test -tags cluster $(TESTFLAGS) -v ./clustertest/ 2>&1 | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|CLUSTER |_test.go:'; test $${PIPESTATUS[0]} -eq 0
+
+## cluster: three NATS nodes and two vault replicas on loopback, in the foreground
+cluster: build
+	./$(BIN)/vault cluster
+
+## walkthrough: run the README walk-through against examples/mcpserver on loopback
+walkthrough: build
+	./scripts/walkthrough.sh
+
+## install: the binaries into $(PREFIX)/lib/mcp-vault (the paths of deploy/systemd)
+install: build
+	install -d $(DESTDIR)$(PREFIX)/lib/mcp-vault
+	install -m 0755 $(BIN)/* $(DESTDIR)$(PREFIX)/lib/mcp-vault/
 
 ## bench: the benchmark run (see docs/benchmarks.md); BENCH_LARGE=1 adds the 1M-event rebuild
 bench: build

@@ -20,4 +20,8 @@ type TestResult struct {
 	TargetHost string
 	Sent       bool   // the credential was sent to the server
 	Seq        uint64 // the stream sequence of the recorded use, if any
+	// Tools is the server's whole inventory (tool name to a hash of its
+	// name, description and input schema), for drift detection; nil when
+	// unknown.
+	Tools map[string]string
 }

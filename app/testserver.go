@@ -86,6 +86,9 @@ func (v *Vault) TestServer(ctx context.Context, in Intent, owner events.Owner, s
 		if !res.Connected {
 			use.Outcome, use.ErrorCode, use.ToolCount = "failed", res.ErrorCode, 0
 		}
+		// Appended before the answer (last_used_at is read-your-writes for
+		// testServer), with the write's event id, so that an idempotent
+		// retry that takes this attempt over does not record it twice.
 		_, recs, err := domain.RecordUse(cred, use, v.now())
 		if err != nil {
 			return TestResult{}, err
@@ -101,6 +104,9 @@ func (v *Vault) TestServer(ctx context.Context, in Intent, owner events.Owner, s
 		if res.Seq, err = v.appendEvent(wctx, st, rec, "", 0); err != nil {
 			return TestResult{}, err
 		}
+	}
+	if res.Connected && res.Tools != nil {
+		v.ObserveTools(srv, res.Tools, "test")
 	}
 	return res, nil
 }

@@ -62,6 +62,7 @@ type Vault struct {
 		sync.Mutex
 		src *ulid.MonotonicEntropy
 	}
+	proxy proxyState // MCP endpoint: use queue and approvals (app/use.go, app/proxy.go)
 }
 
 // SetStore makes the stream available (it may be bound after start-up).

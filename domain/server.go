@@ -19,9 +19,13 @@ type Server struct {
 	events.ServerAttrs
 	CreatedAt events.Time
 	UpdatedAt events.Time
-	Deleted   bool
-	// Version is the stream sequence of the server's last event: the
-	// expectation of its next write, and of every credential created on it.
+	// ToolsChangedAt is when the vault last saw the server's tools drift
+	// from the inventory it had recorded (nil: never).
+	ToolsChangedAt *events.Time
+	Deleted        bool
+	// Version is the stream sequence of the server's last event on its
+	// own subject: the expectation of its next write, and of every
+	// credential created on it.
 	Version uint64
 }
 
@@ -67,6 +71,13 @@ func ApplyServer(s Server, r events.Record) Server {
 	case events.ServerDeleted:
 		s.Deleted = true
 		s.UpdatedAt = r.OccurredAt
+	case events.ServerToolsChanged:
+		// A fact observed upstream, not a change of the server's settings:
+		// updated_at stays; the first inventory recorded is no drift.
+		if !e.Initial {
+			t := r.OccurredAt
+			s.ToolsChangedAt = &t
+		}
 	}
 	if r.Sequence > 0 {
 		s.Version = r.Sequence

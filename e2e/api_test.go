@@ -288,7 +288,7 @@ func TestServerLifecycle(t *testing.T) {
 	}
 	s1, raw1 := apiMustOK(t, env, a, "POST", "/servers", full, http.StatusCreated)
 	wantKeys := []string{"id", "object", "name", "server_label", "server_url", "server_description",
-		"allowed_tools", "require_approval", "metadata", "created_at", "updated_at"}
+		"allowed_tools", "require_approval", "metadata", "created_at", "updated_at", "tools_changed_at"}
 	if keys := apiMustKeys(t, raw1); !slices.Equal(keys, wantKeys) {
 		t.Errorf("server keys %v, want %v", keys, wantKeys)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/mcpvault/vault/domain"
 	"github.com/mcpvault/vault/events"
 	"github.com/mcpvault/vault/eventstore"
+	"github.com/mcpvault/vault/internal/natsserver"
 	"github.com/mcpvault/vault/internal/vaulttest"
 	"github.com/mcpvault/vault/service"
 )
@@ -275,7 +276,7 @@ func TestProjectorKilledMidBatch(t *testing.T) {
 	}
 	buildTook := time.Since(start)
 
-	srv, err := eventstore.StartEmbedded(eventstore.EmbeddedOptions{Listen: "127.0.0.1:0", StoreDir: filepath.Join(dir, "js")})
+	srv, err := natsserver.Start(natsserver.Options{Listen: "127.0.0.1:0", StoreDir: filepath.Join(dir, "js")})
 	if err != nil {
 		t.Fatal(err)
 	}

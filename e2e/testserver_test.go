@@ -377,8 +377,9 @@ type tsUsedEvent struct {
 	Data map[string]any `json:"data"`
 }
 
-// tsMustUsedEvent reads the newest event of a credential, checks it is an
-// mcp.credential.used event carrying no secret, and returns it.
+// tsMustUsedEvent reads the newest use event of a credential (on its .used
+// subject), checks it is an mcp.credential.used event carrying no secret,
+// and returns it.
 func tsMustUsedEvent(tb testing.TB, env *vaulttest.Env, serverID, credID string, secrets ...string) tsUsedEvent {
 	tb.Helper()
 	msg := tsLastEvent(tb, env, events.UseSubject(serverID, credID))

@@ -33,14 +33,20 @@ type CredentialRevoked struct{}
 // CredentialDeleted records a deletion.
 type CredentialDeleted struct{}
 
-// CredentialUsed records one use of a credential by the vault (for instance
-// testServer). It carries no secret.
+// CredentialUsed records one use of a credential by the vault: testServer
+// ("test"), or the MCP endpoint ("initialize" and "tools/list" once per
+// session, "tools/call" every time). It carries no secret, and never a
+// tool's arguments or result.
 type CredentialUsed struct {
 	Operation  string `json:"operation"`
 	Outcome    string `json:"outcome"`
 	ErrorCode  string `json:"error_code,omitempty"`
 	ToolCount  int    `json:"tool_count"`
 	TargetHost string `json:"target_host"`
+	// ToolName is the tool of a "tools/call".
+	ToolName string `json:"tool_name,omitempty"`
+	// LatencyMS is the upstream round trip of a "tools/call", in milliseconds.
+	LatencyMS float64 `json:"latency_ms,omitempty"`
 }
 
 // EventType implements Event.

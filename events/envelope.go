@@ -175,19 +175,21 @@ func RegisterDecoder(typ string, dec Decoder) (restore func()) {
 }
 
 var registry = map[string]Decoder{
-	TypeServerCreated:     decodeV1[ServerCreated],
-	TypeServerUpdated:     decodeV1[ServerUpdated],
-	TypeServerDeleted:     decodeV1[ServerDeleted],
-	TypeCredentialCreated: decodeV1[CredentialCreated],
-	TypeCredentialRevoked: decodeV1[CredentialRevoked],
-	TypeCredentialDeleted: decodeV1[CredentialDeleted],
-	TypeCredentialUsed:    decodeV1[CredentialUsed],
+	TypeServerCreated:      decodeV1[ServerCreated],
+	TypeServerUpdated:      decodeV1[ServerUpdated],
+	TypeServerDeleted:      decodeV1[ServerDeleted],
+	TypeCredentialCreated:  decodeV1[CredentialCreated],
+	TypeCredentialRevoked:  decodeV1[CredentialRevoked],
+	TypeCredentialDeleted:  decodeV1[CredentialDeleted],
+	TypeCredentialUsed:     decodeV1[CredentialUsed],
+	TypeServerToolsChanged: decodeV1[ServerToolsChanged],
 }
 
 // Types lists every wire name, for documentation and tests.
 func Types() []string {
 	return []string{TypeServerCreated, TypeServerUpdated, TypeServerDeleted,
-		TypeCredentialCreated, TypeCredentialRevoked, TypeCredentialDeleted, TypeCredentialUsed}
+		TypeCredentialCreated, TypeCredentialRevoked, TypeCredentialDeleted, TypeCredentialUsed,
+		TypeServerToolsChanged}
 }
 
 // SubjectPrefix starts every event subject.

@@ -63,6 +63,14 @@ func samples() map[string]events.Record {
 		events.TypeCredentialUsed: {Meta: credMeta("01JSXQ6Z8Y0000000000000007"), Event: events.CredentialUsed{
 			Operation: "test_server", Outcome: "failed", ErrorCode: "upstream_unauthorized", ToolCount: 0, TargetHost: "mcp.linear.app",
 		}},
+		events.TypeServerToolsChanged: {Meta: srvMeta("01JSXQ6Z8Y0000000000000008"), Event: events.ServerToolsChanged{
+			Added: []string{"issues.create"}, Removed: []string{"issues.delete"}, Changed: []string{"issues.list"},
+			Tools: map[string]string{
+				"issues.create": "3f0c6f2a1f1c4b7e9d3a0b5c2e8f71d64a9b0c3d2e1f0a9b8c7d6e5f4a3b2c1d",
+				"issues.list":   "9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b",
+			},
+			Source: "proxy",
+		}},
 	}
 }
 
@@ -318,7 +326,8 @@ func TestSubjects(t *testing.T) {
 	// other server's does.
 	tree := strings.TrimSuffix(events.ServerTree(srvID), ">")
 	other := "mcp_srv_0196a1b2c3d4e5f60718293a4b5c6d7f"
-	for _, s := range []string{events.ServerSubject(srvID), events.CredentialSubject(srvID, credID)} {
+	for _, s := range []string{events.ServerSubject(srvID), events.CredentialSubject(srvID, credID),
+		events.ToolsSubject(srvID), events.CredentialUsedSubject(srvID, credID)} {
 		if !strings.HasPrefix(s, tree) {
 			t.Errorf("%q is not under %q", s, events.ServerTree(srvID))
 		}
@@ -329,7 +338,8 @@ func TestSubjects(t *testing.T) {
 		}
 	}
 	// Subjects are NATS tokens: no empty token, no space, no wildcard.
-	for _, s := range []string{events.ServerSubject(srvID), events.CredentialSubject(srvID, credID)} {
+	for _, s := range []string{events.ServerSubject(srvID), events.CredentialSubject(srvID, credID),
+		events.ToolsSubject(srvID), events.CredentialUsedSubject(srvID, credID)} {
 		for _, tok := range strings.Split(s, ".") {
 			if tok == "" || strings.ContainsAny(tok, " \t*>") {
 				t.Errorf("subject %q has a bad token %q", s, tok)
@@ -340,7 +350,8 @@ func TestSubjects(t *testing.T) {
 
 func TestTypes(t *testing.T) {
 	want := []string{"mcp.server.created", "mcp.server.updated", "mcp.server.deleted",
-		"mcp.credential.created", "mcp.credential.revoked", "mcp.credential.deleted", "mcp.credential.used"}
+		"mcp.credential.created", "mcp.credential.revoked", "mcp.credential.deleted", "mcp.credential.used",
+		"mcp.server.tools_changed"}
 	if !reflect.DeepEqual(events.Types(), want) {
 		t.Fatalf("Types() = %v, want %v", events.Types(), want)
 	}

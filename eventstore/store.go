@@ -72,16 +72,10 @@ type Store struct {
 	stats                  struct{ batches, batched, fallbacks atomic.Uint64 }
 }
 
-// Connect dials NATS (comma-separated URLs) and keeps reconnecting forever.
+// Connect dials NATS (comma-separated URLs) and keeps reconnecting forever
+// (Dial with the identity in the URL).
 func Connect(url, name string) (*nats.Conn, error) {
-	return nats.Connect(url,
-		nats.Name(name),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
-		nats.RetryOnFailedConnect(true),
-		nats.Timeout(2*time.Second),
-		nats.ReconnectBufSize(-1), // never buffer writes while disconnected: fail them
-	)
+	return Dial(url, name, Auth{})
 }
 
 // KeysStreamName is the name of the stream that holds wrapped data keys.

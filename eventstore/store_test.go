@@ -13,11 +13,12 @@ import (
 
 	"github.com/mcpvault/vault/eventstore"
 	"github.com/mcpvault/vault/internal/faultnet"
+	"github.com/mcpvault/vault/internal/natsserver"
 )
 
 func MustServer(tb testing.TB) *server.Server {
 	tb.Helper()
-	srv, err := eventstore.StartEmbedded(eventstore.EmbeddedOptions{Listen: "127.0.0.1:0", StoreDir: tb.TempDir()})
+	srv, err := natsserver.Start(natsserver.Options{Listen: "127.0.0.1:0", StoreDir: tb.TempDir()})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -47,6 +47,8 @@ type Handler struct {
 	Ready func(ctx context.Context) (bool, any)
 	// Registry receives the HTTP metrics; nil = a private registry.
 	Registry *prometheus.Registry
+	// MCP serves the MCP endpoint (package mcpproxy); nil = 404.
+	MCP http.Handler
 
 	keyHashes [][32]byte
 	limiters  sync.Map // account → *rate.Limiter
@@ -101,6 +103,8 @@ func (h *Handler) Routes() http.Handler {
 	api.POST("/servers/:server_id/credentials/:credential_id/revoke", h.idempotent, h.revokeCredential)
 	api.DELETE("/servers/:server_id/credentials/:credential_id", h.deleteCredential)
 	api.POST("/servers/:server_id/test", h.idempotent, h.testServer)
+	api.POST("/servers/:server_id/approvals", h.idempotent, h.createApproval)
+	api.Match([]string{http.MethodGet, http.MethodPost, http.MethodDelete}, "/servers/:server_id/mcp", h.mcpEndpoint)
 	return r
 }
 

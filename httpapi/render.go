@@ -19,6 +19,9 @@ type serverJSON struct {
 	Metadata          map[string]string `json:"metadata"`
 	CreatedAt         string            `json:"created_at"` // events.Time layout (see credentialJSON)
 	UpdatedAt         string            `json:"updated_at"`
+	// ToolsChangedAt is when the vault last saw the server's tools drift
+	// from the inventory it had recorded (null: never); docs/api.md.
+	ToolsChangedAt *string `json:"tools_changed_at"`
 }
 
 func renderServer(s domain.Server) serverJSON {
@@ -28,7 +31,8 @@ func renderServer(s domain.Server) serverJSON {
 	}
 	return serverJSON{ID: s.ID, Object: "mcp.server", Name: s.Name, ServerLabel: s.ServerLabel,
 		ServerURL: s.ServerURL, ServerDescription: s.ServerDescription, AllowedTools: s.AllowedTools,
-		RequireApproval: s.RequireApproval, Metadata: md, CreatedAt: s.CreatedAt.String(), UpdatedAt: s.UpdatedAt.String()}
+		RequireApproval: s.RequireApproval, Metadata: md, CreatedAt: s.CreatedAt.String(), UpdatedAt: s.UpdatedAt.String(),
+		ToolsChangedAt: timeString(s.ToolsChangedAt)}
 }
 
 // credentialJSON is the mcp.credential object: exactly the seed's fields.

@@ -52,13 +52,14 @@ var fastTypes = map[string]struct {
 	version int
 	decode  func([]byte) (events.Record, bool)
 }{
-	events.TypeServerCreated:     {events.ServerCreated{}.SchemaVersion(), decodeTyped[events.ServerCreated]},
-	events.TypeServerUpdated:     {events.ServerUpdated{}.SchemaVersion(), decodeTyped[events.ServerUpdated]},
-	events.TypeServerDeleted:     {events.ServerDeleted{}.SchemaVersion(), decodeTyped[events.ServerDeleted]},
-	events.TypeCredentialCreated: {events.CredentialCreated{}.SchemaVersion(), decodeTyped[events.CredentialCreated]},
-	events.TypeCredentialRevoked: {events.CredentialRevoked{}.SchemaVersion(), decodeTyped[events.CredentialRevoked]},
-	events.TypeCredentialDeleted: {events.CredentialDeleted{}.SchemaVersion(), decodeTyped[events.CredentialDeleted]},
-	events.TypeCredentialUsed:    {events.CredentialUsed{}.SchemaVersion(), decodeTyped[events.CredentialUsed]},
+	events.TypeServerCreated:      {events.ServerCreated{}.SchemaVersion(), decodeTyped[events.ServerCreated]},
+	events.TypeServerUpdated:      {events.ServerUpdated{}.SchemaVersion(), decodeTyped[events.ServerUpdated]},
+	events.TypeServerDeleted:      {events.ServerDeleted{}.SchemaVersion(), decodeTyped[events.ServerDeleted]},
+	events.TypeCredentialCreated:  {events.CredentialCreated{}.SchemaVersion(), decodeTyped[events.CredentialCreated]},
+	events.TypeCredentialRevoked:  {events.CredentialRevoked{}.SchemaVersion(), decodeTyped[events.CredentialRevoked]},
+	events.TypeCredentialDeleted:  {events.CredentialDeleted{}.SchemaVersion(), decodeTyped[events.CredentialDeleted]},
+	events.TypeCredentialUsed:     {events.CredentialUsed{}.SchemaVersion(), decodeTyped[events.CredentialUsed]},
+	events.TypeServerToolsChanged: {events.ServerToolsChanged{}.SchemaVersion(), decodeTyped[events.ServerToolsChanged]},
 }
 
 // fastDecode decodes b in one pass when it is an event at its type's current

@@ -12,7 +12,7 @@ import (
 )
 
 const serverColumns = `id, account, user, name, server_label, server_url, server_description,
-	allowed_tools, require_approval, metadata, created_at, updated_at, tree_seq`
+	allowed_tools, require_approval, metadata, created_at, updated_at, tree_seq, tools_changed_at`
 
 type scanner interface{ Scan(dest ...any) error }
 
@@ -22,9 +22,10 @@ func scanServer(row scanner) (domain.Server, uint64, error) {
 		desc, tools            sql.NullString
 		meta, created, updated string
 		seq                    uint64
+		toolsChanged           sql.NullString
 	)
 	err := row.Scan(&s.ID, &s.Owner.Account, &s.Owner.User, &s.Name, &s.ServerLabel, &s.ServerURL,
-		&desc, &tools, &s.RequireApproval, &meta, &created, &updated, &seq)
+		&desc, &tools, &s.RequireApproval, &meta, &created, &updated, &seq, &toolsChanged)
 	if errors.Is(err, sql.ErrNoRows) {
 		return domain.Server{}, 0, ErrNotFound
 	}
@@ -43,6 +44,7 @@ func scanServer(row scanner) (domain.Server, uint64, error) {
 		return domain.Server{}, 0, err
 	}
 	s.CreatedAt, s.UpdatedAt = parseTime(created), parseTime(updated)
+	s.ToolsChangedAt = parseTimePtr(toolsChanged)
 	return s, seq, nil
 }
 
@@ -54,7 +56,8 @@ func serverArgs(s domain.Server, seq uint64) []any {
 	}
 	meta, _ := json.Marshal(s.Metadata)
 	return []any{s.ID, s.Owner.Key(), s.Owner.Account, s.Owner.User, s.Name, s.ServerLabel, s.ServerURL,
-		s.ServerDescription, tools, s.RequireApproval, string(meta), s.CreatedAt.String(), s.UpdatedAt.String(), seq}
+		s.ServerDescription, tools, s.RequireApproval, string(meta), s.CreatedAt.String(), s.UpdatedAt.String(), seq,
+		timeArg(s.ToolsChangedAt)}
 }
 
 // GetServer returns the owner's server and the last stream sequence under it.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,15 +18,19 @@ import (
 	"github.com/mcpvault/vault/app"
 	"github.com/mcpvault/vault/eventstore"
 	"github.com/mcpvault/vault/httpapi"
+	"github.com/mcpvault/vault/mcpproxy"
 	"github.com/mcpvault/vault/projections"
 	"github.com/mcpvault/vault/seal"
+	"github.com/mcpvault/vault/upstream"
 )
 
 // API is the API process.
 type API struct {
-	HTTPAddr      string
-	Listener      net.Listener // optional; overrides HTTPAddr (tests use :0)
-	NATSURL       string
+	HTTPAddr string
+	Listener net.Listener // optional; overrides HTTPAddr (tests use :0)
+	NATSURL  string
+	// NATSAuth is the API's NATS identity (role api unless set).
+	NATSAuth      eventstore.Auth
 	Stream        string
 	Replicas      int // stream replicas when the vault creates them (default 1)
 	ReadModelPath string
@@ -39,6 +44,8 @@ type API struct {
 	Log         *slog.Logger
 	Tester      app.Tester // optional; default: the upstream MCP client
 	Now         func() time.Time
+	// MCP bounds the MCP endpoint's sessions (zero fields: mcpproxy defaults).
+	MCP mcpproxy.Options
 }
 
 // Run serves until ctx ends, then shuts down gracefully.
@@ -48,7 +55,14 @@ func (a *API) Run(ctx context.Context) error {
 		return err
 	}
 	defer db.Close()
-	nc, err := eventstore.Connect(a.NATSURL, "vault-api")
+	auth := a.NATSAuth
+	if auth.Role == "" {
+		auth.Role = eventstore.RoleAPI
+	}
+	if auth.Log == nil {
+		auth.Log = a.Log
+	}
+	nc, err := eventstore.Dial(a.NATSURL, "vault-api", auth)
 	if err != nil {
 		return err
 	}
@@ -82,13 +96,24 @@ func (a *API) Run(ctx context.Context) error {
 		}
 	}()
 
+	// The MCP endpoint; at shutdown its sessions end first, then the queued
+	// use records are appended (DrainUses) before the process exits.
+	proxy := mcpproxy.New(v, &upstream.Dialer{AllowPrivate: a.AllowPrivate, UserAgent: "mcp-vault/1"}, a.Log, a.MCP)
+	defer func() {
+		proxy.Close()
+		dctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		v.DrainUses(dctx)
+	}()
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newProjectorCollector(db))
 	registerBarrierMetrics(reg, v)
-	h := &httpapi.Handler{Vault: v, Log: a.Log, Keys: a.Keys, RateLimit: a.RateLimit, Registry: reg,
-		Ready: func(ctx context.Context) (bool, any) { return ready(ctx, v, nc.IsConnected()) }}
+	h := &httpapi.Handler{Vault: v, Log: a.Log, Keys: a.Keys, RateLimit: a.RateLimit, Registry: reg, MCP: proxy,
+		Ready: newReadiness(v, nc.IsConnected).check}
 	srv := &http.Server{Handler: h.Routes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	srv.RegisterOnShutdown(proxy.Close) // open MCP streams would hold Shutdown otherwise
 	ln := a.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", a.HTTPAddr); err != nil {
@@ -129,29 +154,67 @@ type componentStatus struct {
 	AppliedSeq uint64 `json:"applied_seq,omitempty"`
 }
 
-func ready(ctx context.Context, v *app.Vault, connected bool) (bool, any) {
-	r := readiness{Status: "ready", Stream: componentStatus{OK: true}, ReadModel: componentStatus{OK: true}}
+// readinessTTL is how long a stream check is reused: a load balancer polling
+// /readyz costs at most one round of stream info requests per second.
+const readinessTTL = time.Second
+
+// readinessCheck answers /readyz. The stream part asks the stream leaders
+// whether a write can be taken now (leader elected, quorum of current
+// replicas), not only whether the TCP connection is up; its result is cached
+// for readinessTTL.
+type readinessCheck struct {
+	v         *app.Vault
+	connected func() bool
+
+	mu     sync.Mutex
+	at     time.Time
+	stream componentStatus
+}
+
+func newReadiness(v *app.Vault, connected func() bool) *readinessCheck {
+	return &readinessCheck{v: v, connected: connected}
+}
+
+// streamStatus returns the cached stream status, refreshing it when older
+// than readinessTTL (one refresh at a time; concurrent callers wait for it).
+func (rc *readinessCheck) streamStatus(ctx context.Context) componentStatus {
+	// The local checks are free and never cached.
+	st := rc.v.Store()
+	switch {
+	case !rc.connected():
+		return componentStatus{Reason: "not connected to NATS"}
+	case st == nil:
+		return componentStatus{Reason: "event stream not bound yet"}
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if !rc.at.IsZero() && time.Since(rc.at) < readinessTTL {
+		return rc.stream
+	}
+	s := componentStatus{OK: true}
+	sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	seq, err := st.WriteHealth(sctx)
+	cancel()
+	switch {
+	case errors.Is(err, eventstore.ErrNoQuorum):
+		s = componentStatus{Reason: "event stream cannot take writes (no leader or no quorum)"}
+	case err != nil:
+		s = componentStatus{Reason: "event stream unreachable"}
+	}
+	s.StreamSeq = seq
+	rc.stream, rc.at = s, time.Now()
+	return s
+}
+
+func (rc *readinessCheck) check(ctx context.Context) (bool, any) {
+	v := rc.v
+	r := readiness{Status: "ready", Stream: rc.streamStatus(ctx), ReadModel: componentStatus{OK: true}}
 	applied, err := v.DB.LastSeq(ctx)
 	if err != nil {
 		r.ReadModel = componentStatus{Reason: "read model unreadable"}
 	}
 	r.ReadModel.AppliedSeq = applied
-	st := v.Store()
-	var target uint64
-	switch {
-	case !connected:
-		r.Stream = componentStatus{Reason: "not connected to NATS"}
-	case st == nil:
-		r.Stream = componentStatus{Reason: "event stream not bound yet"}
-	default:
-		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		target, err = st.LastSeq(sctx)
-		cancel()
-		if err != nil {
-			r.Stream = componentStatus{Reason: "event stream unreachable"}
-		}
-		r.Stream.StreamSeq = target
-	}
+	target := r.Stream.StreamSeq
 	if r.Stream.OK && r.ReadModel.OK && applied < target {
 		// Give a projector that is merely a few events behind a moment.
 		wctx, cancel := context.WithTimeout(ctx, time.Second)

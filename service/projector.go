@@ -30,7 +30,9 @@ import (
 // destroys keys left in the keys stream of credentials that are revoked,
 // deleted, or were never stored (a create that failed after its key).
 type Projector struct {
-	NATSURL       string
+	NATSURL string
+	// NATSAuth is the projector's NATS identity (role projector unless set).
+	NATSAuth      eventstore.Auth
 	Stream        string
 	Replicas      int // stream replicas when the vault creates them (default 1)
 	ReadModelPath string
@@ -69,14 +71,19 @@ func (p *Projector) Run(ctx context.Context) error {
 		return err
 	}
 	defer db.Close()
-	nc, err := eventstore.Connect(p.NATSURL, "vault-projector")
+	nc, err := eventstore.Dial(p.NATSURL, "vault-projector", projectorAuth(p.NATSAuth, p.Log))
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	st, err := eventstore.OpenWhenReady(ctx, nc, eventstore.Config{Stream: p.Stream, Replicas: p.Replicas}, func(err error) {
+	// The projector binds to the streams the API creates: its NATS user may
+	// not create or change streams.
+	st, err := eventstore.BindWhenReady(ctx, nc, eventstore.Config{Stream: p.Stream, Replicas: p.Replicas}, func(err error) {
 		p.Log.Warn("waiting for the event stream", "err", err)
 	})
+	if ctx.Err() != nil {
+		return nil // stopped before the stream was created
+	}
 	if err != nil {
 		return err
 	}
@@ -373,4 +380,15 @@ func (p *Projector) destroy(ctx context.Context, st *eventstore.Store, credentia
 	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	return st.DestroyKey(dctx, credentialID)
+}
+
+// projectorAuth defaults the role of the projector's (and a rebuild's) NATS identity.
+func projectorAuth(a eventstore.Auth, log *slog.Logger) eventstore.Auth {
+	if a.Role == "" {
+		a.Role = eventstore.RoleProjector
+	}
+	if a.Log == nil {
+		a.Log = log
+	}
+	return a
 }

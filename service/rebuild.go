@@ -19,7 +19,9 @@ import (
 // Rebuild replays the whole event stream into a new read model file while
 // the old one keeps serving, then swaps the new contents in atomically.
 type Rebuild struct {
-	NATSURL       string
+	NATSURL string
+	// NATSAuth is the rebuild's NATS identity (role projector unless set).
+	NATSAuth      eventstore.Auth
 	Stream        string
 	Replicas      int // stream replicas when the vault creates them (default 1)
 	ReadModelPath string
@@ -38,16 +40,20 @@ func (r *Rebuild) Run(ctx context.Context) error {
 	// often as by default while it runs (the profiles showed ~10 % of its
 	// CPU in the collector).
 	defer debug.SetGCPercent(debug.SetGCPercent(400))
-	nc, err := eventstore.Connect(r.NATSURL, "vault-rebuild")
+	// A rebuild is a one-shot command: without NATS it fails within seconds
+	// with a clear message instead of retrying for ever.
+	auth := projectorAuth(r.NATSAuth, r.Log)
+	auth.FailFast = true
+	nc, err := eventstore.Dial(r.NATSURL, "vault-rebuild", auth)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	st, err := eventstore.OpenWhenReady(ctx, nc, eventstore.Config{Stream: r.Stream, Replicas: r.Replicas}, func(err error) {
-		r.Log.Warn("waiting for the event stream", "err", err)
-	})
+	bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	st, err := eventstore.Bind(bctx, nc, eventstore.Config{Stream: r.Stream, Replicas: r.Replicas})
+	cancel()
 	if err != nil {
-		return err
+		return fmt.Errorf("cannot open the event stream %s at %s: %w", r.Stream, eventstore.Redact(r.NATSURL), err)
 	}
 	tmp := fmt.Sprintf("%s.rebuild-%d", r.ReadModelPath, time.Now().UnixNano())
 	defer removeDB(tmp)

@@ -22,7 +22,8 @@ func (u upstreamTester) Test(ctx context.Context, serverURL string, c domain.Cre
 		auth = upstream.Auth{Type: c.AuthType, BearerToken: s.BearerToken, Authorization: s.Authorization, Headers: s.Headers}
 	}
 	r := u.t.Test(ctx, serverURL, auth, allowed)
-	out := app.TestResult{Connected: r.Connected, ToolNames: r.ToolNames, TargetHost: r.TargetHost, Sent: r.CredentialSent}
+	out := app.TestResult{Connected: r.Connected, ToolNames: r.ToolNames, TargetHost: r.TargetHost, Sent: r.CredentialSent,
+		Tools: r.Tools}
 	if r.Error != nil {
 		out.ErrorCode, out.ErrorMsg = r.Error.Code, r.Error.Message
 	}

@@ -99,6 +99,9 @@ type Result struct {
 	// TargetHost is host[:port] of the server URL, for the audit event (no
 	// userinfo, no path, no query).
 	TargetHost string
+	// Tools is the server's whole inventory (not filtered by the allowed
+	// tools): tool name to ToolHash, for drift detection. Nil on failure.
+	Tools map[string]string
 	// CredentialSent is true when Auth.Type is not "none" and at least one
 	// request carrying the credential got a connection to the server (so
 	// the credential may have left this process). A destination refused by
@@ -207,12 +210,12 @@ func (t *Tester) Test(ctx context.Context, serverURL string, auth Auth, allowedT
 		timeout:   timeout,
 		base:      transport,
 	}
-	names, fail := p.session(ctx, false)
+	names, tools, fail := p.session(ctx, false)
 	if fail != nil && fallbackWorthy(fail) && ctx.Err() == nil {
-		sseNames, sseFail := p.session(ctx, true)
+		sseNames, sseTools, sseFail := p.session(ctx, true)
 		switch {
 		case sseFail == nil:
-			names, fail = sseNames, nil
+			names, tools, fail = sseNames, sseTools, nil
 		case !fallbackWorthy(sseFail):
 			// The SSE attempt got further (or found a sharper reason).
 			fail = sseFail
@@ -224,6 +227,7 @@ func (t *Tester) Test(ctx context.Context, serverURL string, auth Auth, allowedT
 		return res
 	}
 	res.Connected = true
+	res.Tools = tools
 	res.ToolNames = filterTools(names, allowedTools)
 	return res
 }
@@ -374,14 +378,18 @@ type probe struct {
 	maxBytes  int64
 	timeout   time.Duration
 	base      http.RoundTripper
+	// streamMaxBytes, when set, caps a GET's event stream (the long-lived
+	// stream of an HTTP+SSE session) instead of maxBytes.
+	streamMaxBytes int64
 
 	credentialSent atomic.Bool
 }
 
-// session runs one MCP session over Streamable HTTP (sse=false) or HTTP+SSE
-// (sse=true) and returns the tool names or the classified failure.
-func (p *probe) session(ctx context.Context, sse bool) ([]string, *Error) {
-	a := &attempt{probe: p, testCtx: ctx}
+// connect opens one MCP client session with client over Streamable HTTP
+// (sse=false) or HTTP+SSE (sse=true). Every request of the session ends when
+// life ends. On failure it returns the classified reason.
+func (p *probe) connect(ctx, life context.Context, sse bool, client *mcp.Client) (*mcp.ClientSession, *attempt, *Error) {
+	a := &attempt{probe: p, testCtx: life}
 	httpClient := &http.Client{Transport: a, CheckRedirect: a.checkRedirect}
 	var transport mcp.Transport
 	if sse {
@@ -390,36 +398,49 @@ func (p *probe) session(ctx context.Context, sse bool) ([]string, *Error) {
 		transport = &mcp.StreamableClientTransport{
 			Endpoint:             p.url.String(),
 			HTTPClient:           httpClient,
-			MaxRetries:           -1,   // a probe does not reconnect
-			DisableStandaloneSSE: true, // no server-initiated messages needed
+			MaxRetries:           -1,   // neither a probe nor a proxy session reconnects
+			DisableStandaloneSSE: true, // only messages related to a request are needed
 		}
 	}
+	cs, err := client.Connect(ctx, transport, &mcp.ClientSessionOptions{ProtocolVersion: clientProtocolVersion})
+	if err != nil {
+		return nil, a, a.outcome()
+	}
+	return cs, a, nil
+}
+
+// session runs one MCP session over Streamable HTTP (sse=false) or HTTP+SSE
+// (sse=true) and returns the tool names in the server's order and the tools
+// (name to ToolHash), or the classified failure.
+func (p *probe) session(ctx context.Context, sse bool) ([]string, map[string]string, *Error) {
 	client := mcp.NewClient(
 		&mcp.Implementation{Name: "mcpvault-upstream-test", Version: "1.0.0"},
 		&mcp.ClientOptions{Capabilities: &mcp.ClientCapabilities{}},
 	)
-	cs, err := client.Connect(ctx, transport, &mcp.ClientSessionOptions{ProtocolVersion: clientProtocolVersion})
-	if err != nil {
-		return nil, a.outcome()
+	cs, a, fail := p.connect(ctx, ctx, sse, client)
+	if fail != nil {
+		return nil, nil, fail
 	}
 	defer cs.Close()
 	if init := cs.InitializeResult(); init == nil || init.Capabilities == nil || init.Capabilities.Tools == nil {
 		// The server offers no tools; the session itself worked.
-		return []string{}, nil
+		return []string{}, map[string]string{}, nil
 	}
 	names := []string{}
-	seen := map[string]bool{}
+	tools := map[string]string{}
 	seenCursors := map[string]bool{}
 	cursor := ""
 	for range maxToolPages {
 		page, err := cs.ListTools(ctx, &mcp.ListToolsParams{Cursor: cursor})
 		if err != nil {
-			return nil, a.outcome()
+			return nil, nil, a.outcome()
 		}
 		for _, tool := range page.Tools {
-			if tool != nil && !seen[tool.Name] {
-				seen[tool.Name] = true
-				names = append(names, tool.Name)
+			if tool != nil {
+				if _, seen := tools[tool.Name]; !seen {
+					tools[tool.Name] = ToolHash(tool)
+					names = append(names, tool.Name)
+				}
 			}
 		}
 		if page.NextCursor == "" || seenCursors[page.NextCursor] {
@@ -428,7 +449,7 @@ func (p *probe) session(ctx context.Context, sse bool) ([]string, *Error) {
 		seenCursors[page.NextCursor] = true
 		cursor = page.NextCursor
 	}
-	return names, nil
+	return names, tools, nil
 }
 
 // attempt is the http.RoundTripper of one session. It injects the
@@ -439,9 +460,11 @@ type attempt struct {
 	testCtx context.Context
 
 	mu          sync.Mutex
-	failure     *Error // first decisive failure
-	sawResponse bool   // some HTTP response arrived
-	badStatus   int    // last non-2xx status
+	failure     *Error      // first decisive failure
+	last        *Error      // latest decisive failure (long-lived sessions)
+	abandoned   atomic.Bool // send nothing more (the credential may no longer be used)
+	sawResponse bool        // some HTTP response arrived
+	badStatus   int         // last non-2xx status
 }
 
 func (a *attempt) record(e *Error) {
@@ -449,7 +472,18 @@ func (a *attempt) record(e *Error) {
 	if a.failure == nil {
 		a.failure = e
 	}
+	a.last = e
 	a.mu.Unlock()
+}
+
+// lastFailure is the latest decisive failure, or the context's.
+func (a *attempt) lastFailure() *Error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.last != nil {
+		return a.last
+	}
+	return a.contextError()
 }
 
 // checkTarget enforces that requests only go to the server URL's origin and
@@ -498,6 +532,12 @@ func (a *attempt) inject(h http.Header) {
 
 // RoundTrip implements http.RoundTripper.
 func (a *attempt) RoundTrip(req *http.Request) (*http.Response, error) {
+	if a.abandoned.Load() {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, errorf(CodeInvalidCredential, "the session was abandoned; nothing more is sent to %s", a.target)
+	}
 	if e := a.checkTarget(req.URL, false); e != nil {
 		if req.Body != nil {
 			req.Body.Close()
@@ -534,8 +574,12 @@ func (a *attempt) RoundTrip(req *http.Request) (*http.Response, error) {
 	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
 		a.record(errorf(CodeCredentialRejected, "%s rejected the credential (HTTP %d)", a.target, resp.StatusCode))
 	}
-	tooLarge := errorf(CodeResponseTooLarge, "a response from %s exceeded %d bytes", a.target, a.maxBytes)
-	if resp.ContentLength > a.maxBytes {
+	limit := a.maxBytes
+	if a.streamMaxBytes > 0 && req.Method == http.MethodGet {
+		limit = a.streamMaxBytes
+	}
+	tooLarge := errorf(CodeResponseTooLarge, "a response from %s exceeded %d bytes", a.target, limit)
+	if resp.ContentLength > limit {
 		resp.Body.Close()
 		release()
 		a.record(tooLarge)
@@ -543,7 +587,7 @@ func (a *attempt) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = &limitedBody{
 		rc:        resp.Body,
-		remaining: a.maxBytes,
+		remaining: limit,
 		tooLarge:  tooLarge,
 		exceeded:  func() { a.record(tooLarge) },
 		release:   release,

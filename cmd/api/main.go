@@ -14,7 +14,26 @@ import (
 	"github.com/mcpvault/vault/service"
 )
 
+const usage = `usage: api
+
+Serves the MCP Vault HTTP API. It takes no arguments: everything comes from the environment
+(README.md "Configuration"), chiefly VAULT_HTTP_ADDR, VAULT_NATS_URL with VAULT_NATS_USER and
+VAULT_NATS_PASSWORD (the NATS user api), VAULT_NATS_TLS_CA/_CERT/_KEY, VAULT_READMODEL_PATH,
+VAULT_API_KEYS and VAULT_MASTER_KEYS. With VAULT_NATS_URL set, VAULT_API_KEYS and
+VAULT_MASTER_KEYS are required; without it the api joins the embedded server of "vault run".
+`
+
 func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "-h", "--help", "-help", "help":
+			fmt.Print(usage)
+			return
+		default:
+			fmt.Fprintf(os.Stderr, "api: unexpected argument %q\n%s", os.Args[1], usage)
+			os.Exit(2)
+		}
+	}
 	if err := run(); err != nil {
 		fmt.Fprintln(os.Stderr, "api:", err)
 		os.Exit(1)
@@ -27,6 +46,13 @@ func run() error {
 		return err
 	}
 	log := cfg.Logger("api")
+	if err := cfg.RequireKeys(); err != nil {
+		return err
+	}
+	natsURL, natsAuth, err := cfg.NATS("api")
+	if err != nil {
+		return err
+	}
 	keys, devKey, err := cfg.APIKeys()
 	if err != nil {
 		return err
@@ -46,7 +72,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	api := &service.API{
-		HTTPAddr: cfg.HTTPAddr, NATSURL: cfg.NATSURL, Stream: cfg.Stream, Replicas: cfg.Replicas, ReadModelPath: cfg.ReadModelPath,
+		HTTPAddr: cfg.HTTPAddr, NATSURL: natsURL, NATSAuth: natsAuth, Stream: cfg.Stream, Replicas: cfg.Replicas, ReadModelPath: cfg.ReadModelPath,
 		Keys: keys, MasterKeys: kr, AllowPrivate: cfg.AllowPrivate, RateLimit: cfg.RateLimit, GroupCommit: cfg.GroupCommit, Log: log,
 	}
 	return api.Run(ctx)

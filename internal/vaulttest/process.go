@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/mcpvault/vault/seal"
+
+	"github.com/mcpvault/vault/internal/natsserver"
 )
 
 // RotateMasterKey makes a fresh key with id kid the active master key and
@@ -116,9 +118,9 @@ type APIProcess struct {
 func (e *Env) SpawnAPI(tb testing.TB, bin, addr string) *APIProcess {
 	tb.Helper()
 	p := &APIProcess{URL: "http://" + addr, Logs: &SyncBuffer{}, done: make(chan struct{})}
-	natsURL := e.NATSURL()
+	natsURL := e.NATSURLAs("api")
 	if e.opts.APINATS != nil {
-		natsURL = "nats://" + e.opts.APINATS(e.natsAddr)
+		natsURL = natsserver.URL(e.opts.APINATS(e.natsAddr), "api", e.passwords["api"])
 	}
 	p.cmd = exec.Command(bin)
 	p.cmd.Env = append(os.Environ(),

@@ -22,8 +22,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mcpvault/vault/app"
-	"github.com/mcpvault/vault/eventstore"
 	"github.com/mcpvault/vault/httpapi"
+	"github.com/mcpvault/vault/internal/natsserver"
+	"github.com/mcpvault/vault/mcpproxy"
 	"github.com/mcpvault/vault/seal"
 	"github.com/mcpvault/vault/service"
 )
@@ -48,6 +49,7 @@ type Options struct {
 	// StartAPI and returns the host:port the API dials instead (a
 	// faultnet proxy in between, for tests that lose the stream's answers).
 	APINATS func(natsAddr string) string
+	MCP     mcpproxy.Options // the MCP endpoint's limits (zero: defaults)
 }
 
 // Env is one running vault.
@@ -66,9 +68,11 @@ type Env struct {
 	opts     Options
 	nats     *server.Server
 	natsAddr string
-	mu       sync.Mutex
-	api      *proc
-	proj     *proc
+	// passwords of the NATS users api, projector, audit and admin.
+	passwords map[string]string
+	mu        sync.Mutex
+	api       *proc
+	proj      *proc
 }
 
 type proc struct {
@@ -114,7 +118,9 @@ func MustStart(tb testing.TB, opts Options) *Env {
 		tb.Fatal(err)
 	}
 	e := &Env{TB: tb, Dir: dir, StoreDir: filepath.Join(dir, "jetstream"), ReadModel: filepath.Join(dir, "readmodel.sqlite"),
-		Stream: opts.Stream, Keyring: kr, KeySpec: spec, Logs: &SyncBuffer{}, opts: opts, natsAddr: "127.0.0.1:0"}
+		Stream: opts.Stream, Keyring: kr, KeySpec: spec, Logs: &SyncBuffer{}, opts: opts, natsAddr: "127.0.0.1:0",
+		passwords: map[string]string{"api": natsserver.NewPassword(), "projector": natsserver.NewPassword(),
+			"audit": natsserver.NewPassword(), "admin": natsserver.NewPassword()}}
 	e.StartNATS()
 	e.StartProjector()
 	e.StartAPI()
@@ -122,10 +128,14 @@ func MustStart(tb testing.TB, opts Options) *Env {
 	return e
 }
 
-// StartNATS starts (or restarts, on the same port and store) the NATS server.
+// StartNATS starts (or restarts, on the same port and store) the NATS server,
+// configured like the embedded server of `vault run`: users api, projector
+// and audit with their permissions, anonymous clients refused; plus a user
+// admin with every permission for tests that inspect the raw streams.
 func (e *Env) StartNATS() {
 	e.TB.Helper()
-	s, err := eventstore.StartEmbedded(eventstore.EmbeddedOptions{Listen: e.natsAddr, StoreDir: e.StoreDir, SyncAlways: e.opts.SyncAlways})
+	s, err := natsserver.Start(natsserver.Options{Listen: e.natsAddr, StoreDir: e.StoreDir, SyncAlways: e.opts.SyncAlways,
+		Stream: e.Stream, Passwords: e.passwords, AdminPassword: e.passwords["admin"]})
 	if err != nil {
 		e.TB.Fatal(err)
 	}
@@ -142,8 +152,18 @@ func (e *Env) StopNATS() {
 	}
 }
 
-// NATSURL is the client URL of the NATS server.
-func (e *Env) NATSURL() string { return "nats://" + e.natsAddr }
+// NATSURL is the client URL of the NATS server as the admin user (every
+// permission), for tests that read the streams exactly as stored.
+func (e *Env) NATSURL() string { return e.NATSURLAs("admin") }
+
+// NATSURLAs is the client URL of the NATS server as user (api, projector,
+// audit or admin); "" is the anonymous URL, which the server refuses.
+func (e *Env) NATSURLAs(user string) string {
+	if user == "" {
+		return "nats://" + e.natsAddr
+	}
+	return natsserver.URL(e.natsAddr, user, e.passwords[user])
+}
 
 // Logger returns a logger writing into e.Logs.
 func (e *Env) Logger(process string) *slog.Logger {
@@ -152,7 +172,7 @@ func (e *Env) Logger(process string) *slog.Logger {
 
 // StartProjector starts the projector process code.
 func (e *Env) StartProjector() {
-	p := &service.Projector{NATSURL: e.NATSURL(), Stream: e.Stream, ReadModelPath: e.ReadModel, Log: e.Logger("projector")}
+	p := &service.Projector{NATSURL: e.NATSURLAs("projector"), Stream: e.Stream, ReadModelPath: e.ReadModel, Log: e.Logger("projector")}
 	e.proj = start(p.Run)
 }
 
@@ -186,15 +206,15 @@ func (e *Env) StartAPI() {
 		e.TB.Fatal(err)
 	}
 	e.URL = "http://" + ln.Addr().String()
-	natsURL := e.NATSURL()
+	natsURL := e.NATSURLAs("api")
 	if e.opts.APINATS != nil {
-		natsURL = "nats://" + e.opts.APINATS(e.natsAddr)
+		natsURL = natsserver.URL(e.opts.APINATS(e.natsAddr), "api", e.passwords["api"])
 	}
 	a := &service.API{Listener: ln, NATSURL: natsURL, Stream: e.Stream, ReadModelPath: e.ReadModel,
 		Keys:       []httpapi.APIKey{{Account: "acct_a", Key: KeyA}, {Account: "acct_b", Key: KeyB}},
 		MasterKeys: e.Keyring, AllowPrivate: e.opts.AllowPrivate, RateLimit: e.opts.RateLimit,
 		GroupCommit: e.opts.GroupCommit,
-		Log:         e.Logger("api"), Tester: e.opts.Tester, Now: e.opts.Now}
+		Log:         e.Logger("api"), Tester: e.opts.Tester, Now: e.opts.Now, MCP: e.opts.MCP}
 	e.api = start(a.Run)
 	e.WaitReady()
 }

@@ -3,8 +3,9 @@
 --
 -- Named to sort right after 0003_projector.sql (migrations are applied by
 -- their count in sorted order): read models made by a build with 0001 and
--- 0003_projector only have user_version 2 and take this one next; later
--- branches' 0004+ sort after it.
+-- 0003_projector only have user_version 2 and take this one next. A file
+-- made by a build that had 0004 but not this one counts 3 and would re-run
+-- 0004: rebuild such a read model (it is a cache of the stream).
 
 -- A random id set when the file is created (0003_projector makes it too).
 -- The projector announces what it has applied on

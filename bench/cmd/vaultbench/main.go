@@ -44,7 +44,7 @@ type config struct {
 	Profile       bool    `json:"profile"`
 	Keep          bool    `json:"-"`
 	// Only, when not empty, limits the run to these phases (BENCH_ONLY,
-	// comma-separated: create, reads, catchup, large, profile, readprofile).
+	// comma-separated: create, reads, proxy, proxy-profile, catchup, large, profile, readprofile).
 	Only []string `json:"only,omitempty"`
 }
 
@@ -53,7 +53,7 @@ func (c config) runs(phase string) bool {
 		switch phase {
 		case "large":
 			return c.Large
-		case "profile", "readprofile":
+		case "profile", "readprofile", "proxy-profile":
 			return c.Profile
 		}
 		return true
@@ -225,6 +225,17 @@ func (b *bench) phases(ctx context.Context, bin, profilePrefix string) error {
 	// 4. Reads with 100,000 credentials across 1,000 owners.
 	if b.cfg.runs("reads") {
 		if err := b.reads(ctx, bin, conc, warm, dur/2); err != nil {
+			return err
+		}
+	}
+	// The MCP endpoint's overhead on a tools/call (bench/cmd/vaultbench/proxy.go).
+	if b.cfg.runs("proxy") {
+		if err := b.proxy(ctx, bin, conc, warm, dur); err != nil {
+			return err
+		}
+	}
+	if b.cfg.runs("proxy-profile") || b.cfg.Profile && len(b.cfg.Only) == 0 {
+		if err := b.proxyProfile(ctx, profilePrefix, conc, warm, dur); err != nil {
 			return err
 		}
 	}

@@ -50,7 +50,8 @@ func startInProcess(ctx context.Context, dir string, syncAlways bool) (*inProces
 	}()
 	go func() {
 		p.done <- (&service.API{Listener: ln, NATSURL: url, Stream: "VAULT", ReadModelPath: rm,
-			Keys: []httpapi.APIKey{{Account: benchAccount, Key: benchKey}}, MasterKeys: kr, Log: quiet}).Run(rctx)
+			Keys: []httpapi.APIKey{{Account: benchAccount, Key: benchKey}}, MasterKeys: kr, Log: quiet,
+			AllowPrivate: true}).Run(rctx) // the proxy phase's upstream is on loopback
 	}()
 	v := &vaultProc{URL: p.URL, exited: make(chan error, 1)}
 	if err := v.waitReady(ctx, 30*time.Second, 0); err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/mcpvault/vault/bench/loadgen"
 	"github.com/mcpvault/vault/eventstore"
+	"github.com/mcpvault/vault/internal/natsserver"
 )
 
 // rawStore is a JetStream server in the bench process, started exactly as
@@ -26,11 +27,11 @@ type rawStore struct {
 }
 
 func startRaw(ctx context.Context, dir string, syncAlways bool) (*rawStore, error) {
-	opts := eventstore.EmbeddedOptions{Listen: "127.0.0.1:0", StoreDir: dir, SyncAlways: syncAlways}
+	opts := natsserver.Options{Listen: "127.0.0.1:0", StoreDir: dir, SyncAlways: syncAlways}
 	if !syncAlways {
 		opts.SyncInterval = 2 * time.Minute // what VAULT_NATS_SYNC=2m sets
 	}
-	srv, err := eventstore.StartEmbedded(opts)
+	srv, err := natsserver.Start(opts)
 	if err != nil {
 		return nil, err
 	}

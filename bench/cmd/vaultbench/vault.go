@@ -97,6 +97,14 @@ func startVault(ctx context.Context, bin, dir, sync string, extra ...string) (*v
 		v.Stop()
 		return nil, err
 	}
+	// The embedded server refuses anonymous clients: the bench reads the
+	// stream as the api user, from the URL vault run wrote.
+	b, err := os.ReadFile(filepath.Join(dir, "nats-credentials", "api.url"))
+	if err != nil {
+		v.Stop()
+		return nil, err
+	}
+	v.NATSURL = strings.TrimSpace(string(b))
 	return v, nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mcpvault/vault/eventstore"
 	"github.com/mcpvault/vault/httpapi"
 	"github.com/mcpvault/vault/seal"
 )
@@ -25,6 +26,11 @@ type Config struct {
 	DataDir       string
 	NATSURL       string // never empty: the embedded server's URL when VAULT_NATS_URL is unset
 	Embedded      bool   // VAULT_NATS_URL was unset
+	NATSUser      string // VAULT_NATS_USER
+	NATSPassword  string // VAULT_NATS_PASSWORD
+	NATSTLSCA     string // VAULT_NATS_TLS_CA
+	NATSTLSCert   string // VAULT_NATS_TLS_CERT
+	NATSTLSKey    string // VAULT_NATS_TLS_KEY
 	NATSListen    string
 	NATSSync      string // "always" or a duration, for the embedded server
 	Stream        string
@@ -56,6 +62,14 @@ func Load() (Config, error) {
 	}
 	c.ReadModelPath = env("VAULT_READMODEL_PATH", filepath.Join(c.DataDir, "readmodel.sqlite"))
 	c.NATSURL = os.Getenv("VAULT_NATS_URL")
+	c.NATSUser, c.NATSPassword = os.Getenv("VAULT_NATS_USER"), os.Getenv("VAULT_NATS_PASSWORD")
+	c.NATSTLSCA, c.NATSTLSCert, c.NATSTLSKey = os.Getenv("VAULT_NATS_TLS_CA"), os.Getenv("VAULT_NATS_TLS_CERT"), os.Getenv("VAULT_NATS_TLS_KEY")
+	if (c.NATSTLSCert == "") != (c.NATSTLSKey == "") {
+		return c, fmt.Errorf("VAULT_NATS_TLS_CERT and VAULT_NATS_TLS_KEY: set both or neither")
+	}
+	if c.NATSPassword != "" && c.NATSUser == "" {
+		return c, fmt.Errorf("VAULT_NATS_PASSWORD needs VAULT_NATS_USER")
+	}
 	if c.NATSURL == "" {
 		c.Embedded = true
 		c.NATSURL = "nats://" + c.NATSListen
@@ -85,6 +99,52 @@ func Load() (Config, error) {
 		return c, fmt.Errorf("VAULT_STREAM: a stream name without spaces, dots or wildcards")
 	}
 	return c, nil
+}
+
+// CredentialsDir is where the embedded server writes one NATS URL per role.
+func (c Config) CredentialsDir() string { return filepath.Join(c.DataDir, "nats-credentials") }
+
+// NATS returns the URL and identity a process of role (api or projector)
+// connects with. With the embedded server (VAULT_NATS_URL unset) that is the
+// role's URL file written by `vault run` into the data dir; otherwise
+// VAULT_NATS_URL with VAULT_NATS_USER/VAULT_NATS_PASSWORD (or the URL's
+// userinfo) and the VAULT_NATS_TLS_* files.
+func (c Config) NATS(role string) (string, eventstore.Auth, error) {
+	a := eventstore.Auth{Role: role, User: c.NATSUser, Password: c.NATSPassword,
+		TLSCA: c.NATSTLSCA, TLSCert: c.NATSTLSCert, TLSKey: c.NATSTLSKey}
+	if !c.Embedded || c.NATSUser != "" {
+		return c.NATSURL, a, nil
+	}
+	b, err := os.ReadFile(filepath.Join(c.CredentialsDir(), role+".url"))
+	if errors.Is(err, fs.ErrNotExist) {
+		// Not started by `vault run` yet: the embedded server refuses
+		// anonymous clients, so say where the identity comes from.
+		return "", a, fmt.Errorf("no NATS identity: %s/%s.url does not exist (start the vault with `vault run`, or set VAULT_NATS_URL and VAULT_NATS_USER/VAULT_NATS_PASSWORD)", c.CredentialsDir(), role)
+	}
+	if err != nil {
+		return "", a, err
+	}
+	return strings.TrimSpace(string(b)), a, nil
+}
+
+// RequireKeys refuses to run against an operator's NATS (VAULT_NATS_URL set)
+// without VAULT_API_KEYS and VAULT_MASTER_KEYS: dev keys are generated only
+// for the embedded server of `vault run` (and by `vault cluster`, which sets
+// both).
+func (c Config) RequireKeys() error {
+	if c.Embedded {
+		return nil
+	}
+	var missing []string
+	for _, k := range []string{"VAULT_API_KEYS", "VAULT_MASTER_KEYS"} {
+		if os.Getenv(k) == "" {
+			missing = append(missing, k)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%s must be set when VAULT_NATS_URL names a NATS server (dev keys are generated only by `make run` with the embedded server)", strings.Join(missing, " and "))
+	}
+	return nil
 }
 
 // Logger returns the process logger (text on stderr).
