@@ -163,24 +163,13 @@ func (v *Vault) ListCredentials(ctx context.Context, owner events.Owner, serverI
 	if err := v.Sync(ctx); err != nil {
 		return nil, false, err
 	}
-	var (
-		out  []domain.Credential
-		more bool
-	)
-	err := v.DB.Snapshot(ctx, func(view projections.View) error {
-		if err := view.Held(ctx, owner, serverID); err != nil {
-			return err // the projector holds it: 503 aggregate_held
-		}
-		if _, _, err := view.GetServer(ctx, owner, serverID); err != nil {
-			if errors.Is(err, projections.ErrNotFound) {
-				return domain.ErrServerNotFound
-			}
-			return err
-		}
-		var err error
-		out, more, err = view.ListCredentials(ctx, owner, serverID, includeRevoked, p)
-		return err
-	})
+	if err := v.DB.View().Held(ctx, owner, serverID); err != nil {
+		return nil, false, err // the projector holds it: 503 aggregate_held
+	}
+	out, more, err := v.DB.View().ListServerCredentials(ctx, owner, serverID, includeRevoked, p)
+	if errors.Is(err, projections.ErrNotFound) {
+		return nil, false, domain.ErrServerNotFound
+	}
 	return out, more, err
 }
 

@@ -86,6 +86,12 @@ func (a *API) Run(ctx context.Context) error {
 		tester = newUpstreamTester(a.AllowPrivate)
 	}
 	v := &app.Vault{DB: db, Keys: a.MasterKeys, Log: a.Log, Now: a.Now, Tester: tester, Limits: a.Limits}
+	// Reads wait on the projector's announcements for this read model file.
+	stopWatch, err := eventstore.WatchApplied(nc, a.Stream, db.InstanceID(), v.Applied, v.ResyncApplied)
+	if err != nil {
+		return err
+	}
+	defer stopWatch()
 	defer func() { // stops the group committers; runs before nc.Close
 		if st := v.Store(); st != nil {
 			st.Close()
@@ -116,6 +122,7 @@ func (a *API) Run(ctx context.Context) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newProjectorCollector(db))
+	registerBarrierMetrics(reg, v)
 	m := metrics.New(reg)
 	v.Metrics = m
 	if v.Limits.Refused == nil {
