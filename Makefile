@@ -4,7 +4,7 @@ BIN      := bin
 TESTFLAGS ?= -count=1 -timeout 20m
 SHELL    := /bin/bash
 
-.PHONY: run build test test-cluster cluster walkthrough install bench lint tidy clean
+.PHONY: run build test test-cluster cluster walkthrough install bench lint tidy clean fuzz
 
 PREFIX   ?= /usr/local
 
@@ -37,6 +37,20 @@ walkthrough: build
 install: build
 	install -d $(DESTDIR)$(PREFIX)/lib/mcp-vault
 	install -m 0755 $(BIN)/* $(DESTDIR)$(PREFIX)/lib/mcp-vault/
+
+## fuzz: every fuzz target for FUZZTIME each, one after another (seeds: <pkg>/testdata/fuzz)
+FUZZTIME ?= 20s
+FUZZ_TARGETS := ./httpapi:FuzzServerBody ./httpapi:FuzzCredentialBody ./httpapi:FuzzTestBody \
+	./httpapi:FuzzListParams ./httpapi:FuzzHeaderValues ./upstream:FuzzHeaderRules \
+	./upstream:FuzzBlockedReason ./upstream:FuzzServerURL ./events:FuzzUnmarshal
+FUZZLOG  ?= $(BIN)/fuzz
+fuzz:
+	@set -e; mkdir -p $(FUZZLOG); for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; fn=$${t##*:}; echo "== $$fn ($$pkg, $(FUZZTIME))"; \
+		if ! $(GO) test -run='^$$' -fuzz="^$$fn$$" -fuzztime=$(FUZZTIME) $$pkg > $(FUZZLOG)/$$fn.log 2>&1; then \
+			cat $(FUZZLOG)/$$fn.log; exit 1; fi; \
+		grep 'fuzz: elapsed' $(FUZZLOG)/$$fn.log | tail -1; \
+	done
 
 ## bench: the benchmark run (see docs/benchmarks.md); BENCH_LARGE=1 adds the 1M-event rebuild
 bench: build

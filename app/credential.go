@@ -38,6 +38,21 @@ func (v *Vault) CreateCredential(ctx context.Context, in Intent, owner events.Ow
 		}
 		return c, Written{Seq: seq}, err
 	}
+	var (
+		c domain.Credential
+		w Written
+	)
+	err := v.underLimit(ctx, v.credentialSlot(owner, serverID), func() error {
+		var err error
+		c, w, err = v.createCredential(ctx, st, in, owner, serverID, id, input)
+		return err
+	})
+	return c, w, err
+}
+
+// createCredential decides, seals and appends a credential whose id in fixes.
+func (v *Vault) createCredential(ctx context.Context, st *eventstore.Store, in Intent, owner events.Owner, serverID, id string,
+	input domain.CredentialInput) (domain.Credential, Written, error) {
 	s, err := v.ownServer(ctx, owner, serverID, false)
 	if err != nil {
 		return domain.Credential{}, Written{}, err
@@ -158,24 +173,13 @@ func (v *Vault) ListCredentials(ctx context.Context, owner events.Owner, serverI
 	if err := v.Sync(ctx); err != nil {
 		return nil, false, err
 	}
-	var (
-		out  []domain.Credential
-		more bool
-	)
-	err := v.DB.Snapshot(ctx, func(view projections.View) error {
-		if err := view.Held(ctx, owner, serverID); err != nil {
-			return err // the projector holds it: 503 aggregate_held
-		}
-		if _, _, err := view.GetServer(ctx, owner, serverID); err != nil {
-			if errors.Is(err, projections.ErrNotFound) {
-				return domain.ErrServerNotFound
-			}
-			return err
-		}
-		var err error
-		out, more, err = view.ListCredentials(ctx, owner, serverID, includeRevoked, p)
-		return err
-	})
+	if err := v.DB.View().Held(ctx, owner, serverID); err != nil {
+		return nil, false, err // the projector holds it: 503 aggregate_held
+	}
+	out, more, err := v.DB.View().ListServerCredentials(ctx, owner, serverID, includeRevoked, p)
+	if errors.Is(err, projections.ErrNotFound) {
+		return nil, false, domain.ErrServerNotFound
+	}
 	return out, more, err
 }
 
@@ -247,6 +251,7 @@ func (v *Vault) DeleteCredential(ctx context.Context, in Intent, owner events.Ow
 	if err != nil {
 		return Written{}, err
 	}
+	v.releaseSlot(ctx, v.credentialSlot(owner, serverID))
 	v.shred(ctx, id)
 	return w, nil
 }

@@ -28,12 +28,17 @@ func (v *Vault) CreateServer(ctx context.Context, in Intent, owner events.Owner,
 	}
 	rec := recs[0]
 	rec.ID = in.EventID
-	// A new id's subject is empty; expecting so makes a second, concurrent
-	// takeover of the same write fail instead of storing it twice.
-	seq, err := v.appendEvent(ctx, st, rec, subject, 0)
-	if errors.Is(err, errRetry) {
-		return domain.Server{}, Written{}, domain.ErrConflict
-	}
+	var seq uint64
+	err = v.underLimit(ctx, v.serverSlot(owner), func() error {
+		// A new id's subject is empty; expecting so makes a second,
+		// concurrent takeover of the same write fail instead of storing it twice.
+		var err error
+		seq, err = v.appendEvent(ctx, st, rec, subject, 0)
+		if errors.Is(err, errRetry) {
+			err = domain.ErrConflict
+		}
+		return err
+	})
 	if err != nil {
 		return domain.Server{}, Written{}, err
 	}
@@ -74,6 +79,10 @@ func (v *Vault) DeleteServer(ctx context.Context, in Intent, owner events.Owner,
 	_, w, err := v.serverWrite(ctx, in, owner, id, func(s domain.Server) (domain.Server, []events.Record, error) {
 		return domain.DeleteServer(s, nil, v.now())
 	})
+	if err == nil {
+		v.releaseSlot(ctx, v.serverSlot(owner))
+		v.forgetSlot(ctx, v.credentialSlot(owner, id))
+	}
 	return w, err
 }
 

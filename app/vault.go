@@ -7,7 +7,6 @@
 package app
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -21,6 +20,7 @@ import (
 	"github.com/mcpvault/vault/audit"
 	"github.com/mcpvault/vault/events"
 	"github.com/mcpvault/vault/eventstore"
+	"github.com/mcpvault/vault/metrics"
 	"github.com/mcpvault/vault/projections"
 	"github.com/mcpvault/vault/seal"
 )
@@ -64,13 +64,16 @@ type Vault struct {
 	cmdOnce sync.Once
 	cmd     *commandState
 	links   linkCache // app/sign.go
+	// Limits are the operator caps (see limits.go); zero = off.
+	Limits Limits
+	// Metrics receives the write path's series (publish latency, held
+	// aggregates); nil is a no-op.
+	Metrics *metrics.Metrics
 
-	store atomic.Pointer[eventstore.Store]
-	seq   struct {
-		sync.Mutex
-		running bool
-		next    *seqFlight
-	}
+	limits limitState
+
+	store   atomic.Pointer[eventstore.Store]
+	barrier barrier // the read barrier (barrier.go)
 	entropy struct {
 		sync.Mutex
 		src *ulid.MonotonicEntropy
@@ -98,52 +101,6 @@ func (v *Vault) newULID(t events.Time) ulid.ULID {
 		v.entropy.src = ulid.Monotonic(rand.Reader, 0)
 	}
 	return ulid.MustNew(ulid.Timestamp(t.Time), v.entropy.src)
-}
-
-// Sync waits until the read model has applied every event the stream held
-// when Sync was called: a read after it sees every write that was answered
-// before it. With the stream unreachable it returns at once (reads keep
-// answering from the read model; no write can be answered meanwhile).
-func (v *Vault) Sync(ctx context.Context) error {
-	st := v.Store()
-	if st == nil {
-		return nil
-	}
-	target, err := v.streamSeq(ctx, st)
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return nil
-	}
-	return v.waitApplied(ctx, target)
-}
-
-func (v *Vault) waitApplied(ctx context.Context, target uint64) error {
-	timeout := v.SyncTimeout
-	if timeout == 0 {
-		timeout = 5 * time.Second
-	}
-	deadline := time.Now().Add(timeout)
-	wait := 100 * time.Microsecond
-	for {
-		applied, err := v.DB.LastSeq(ctx)
-		if err != nil {
-			return err
-		}
-		if applied >= target {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return ErrReadModelBehind
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, 5*time.Millisecond)
-	}
 }
 
 // marshalWrapped is how a wrapped data key is stored in the keys stream.

@@ -10,6 +10,7 @@ import (
 	"github.com/mcpvault/vault/domain"
 	"github.com/mcpvault/vault/events"
 	"github.com/mcpvault/vault/eventstore"
+	"github.com/mcpvault/vault/metrics"
 )
 
 // Intent fixes the identity of one write before its first attempt: the id a
@@ -72,7 +73,16 @@ func (v *Vault) appendEvent(ctx context.Context, st *eventstore.Store, rec event
 		return 0, err
 	}
 	opts = append(opts, signed...)
+	start := time.Now()
 	ack, err := st.Append(ctx, subject, body, opts...)
+	switch {
+	case err == nil:
+		v.Metrics.ObservePublish(metrics.PublishOK, time.Since(start))
+	case errors.Is(err, eventstore.ErrConflict):
+		v.Metrics.ObservePublish(metrics.PublishConflict, time.Since(start))
+	default:
+		v.Metrics.ObservePublish(metrics.PublishError, time.Since(start))
+	}
 	switch {
 	case err == nil:
 		v.signed(subject, ack.Seq, body)

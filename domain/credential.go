@@ -280,6 +280,10 @@ func printable(s string) bool {
 var forbiddenHeaders = map[string]bool{
 	"host": true, "content-length": true, "transfer-encoding": true, "connection": true,
 	"upgrade": true, "te": true, "trailer": true, "keep-alive": true,
+	// The MCP transport's own headers: a credential that set them would
+	// replace the client's and break the protocol (API.md).
+	"content-type": true, "accept": true, "mcp-session-id": true, "mcp-protocol-version": true,
+	"last-event-id": true,
 }
 
 // checkHeaders enforces the custom header rules and returns the sorted names.
@@ -298,7 +302,7 @@ func checkHeaders(f Field[map[string]string]) ([]string, error) {
 		}
 		lower := strings.ToLower(name)
 		if forbiddenHeaders[lower] || strings.HasPrefix(lower, "proxy-") {
-			return nil, Invalid("headers", "The header '"+name+"' cannot be stored: hop-by-hop and framing headers are refused.")
+			return nil, Invalid("headers", "The header '"+name+"' cannot be stored: hop-by-hop, framing and MCP transport headers are refused.")
 		}
 		if seen[lower] {
 			return nil, Invalid("headers", "Header names must be unique regardless of case.")

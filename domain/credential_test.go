@@ -415,7 +415,9 @@ func credentialRules() []credentialRule {
 		{"header value 8193 chars", hdr("X-A", strings.Repeat("v", 8193)), "headers"},
 	}...)
 	for _, name := range []string{"Host", "host", "Content-Length", "Transfer-Encoding", "Connection", "CONNECTION",
-		"Upgrade", "TE", "te", "Trailer", "Keep-Alive", "Proxy-Authorization", "Proxy-Connection", "proxy-anything"} {
+		"Upgrade", "TE", "te", "Trailer", "Keep-Alive", "Proxy-Authorization", "Proxy-Connection", "proxy-anything",
+		// The MCP transport's own headers (API.md): setting them breaks the protocol.
+		"Content-Type", "content-type", "Accept", "Mcp-Session-Id", "MCP-SESSION-ID", "Mcp-Protocol-Version", "Last-Event-ID", "last-event-id"} {
 		rules = append(rules, credentialRule{"header " + name + " refused", hdr(name, "v"), "headers"})
 	}
 	return rules

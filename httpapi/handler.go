@@ -7,8 +7,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,11 +23,14 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 	"golang.org/x/time/rate"
 
 	"github.com/mcpvault/vault/app"
 	"github.com/mcpvault/vault/domain"
 	"github.com/mcpvault/vault/events"
+	"github.com/mcpvault/vault/metrics"
+	"github.com/mcpvault/vault/openapi"
 	"github.com/mcpvault/vault/projections"
 )
 
@@ -43,17 +50,25 @@ type Handler struct {
 	// with bursts of RateBurst.
 	RateLimit float64
 	RateBurst int
-	// Ready reports whether the process can serve (see /readyz).
+	// Ready reports whether the process can serve, with every figure (see
+	// /readyz). The public /readyz shows only the status and reasons; the
+	// figures (counts, sequence numbers) are served by MetricsRoutes.
 	Ready func(ctx context.Context) (bool, any)
-	// Registry receives the HTTP metrics; nil = a private registry.
+	// Registry is what /metrics serves; nil = a private registry.
 	Registry *prometheus.Registry
 	// MCP serves the MCP endpoint (package mcpproxy); nil = 404.
 	MCP http.Handler
+	// Metrics receives the HTTP series; nil = metrics.New(Registry).
+	Metrics *metrics.Metrics
+	// BeforeScrape, when set, runs before each /metrics answer (to refresh
+	// gauges computed on demand, such as the projector lag).
+	BeforeScrape func()
+	// SeparateMetrics moves /metrics and the detailed readiness off the API
+	// routes (VAULT_METRICS_ADDR); serve them with MetricsRoutes.
+	SeparateMetrics bool
 
 	keyHashes [][32]byte
 	limiters  sync.Map // account → *rate.Limiter
-	requests  *prometheus.CounterVec
-	latency   *prometheus.HistogramVec
 }
 
 const ownerKey = "vault.owner"
@@ -68,30 +83,26 @@ func (h *Handler) Routes() http.Handler {
 	if h.Registry == nil {
 		h.Registry = prometheus.NewRegistry()
 	}
-	h.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "vault_http_requests_total", Help: "HTTP requests by route and status.",
-	}, []string{"method", "route", "status"})
-	h.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "vault_http_request_duration_seconds", Help: "HTTP request latency by route.",
-		Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
-	}, []string{"method", "route"})
-	h.Registry.MustRegister(h.requests, h.latency)
+	if h.Metrics == nil {
+		h.Metrics = metrics.New(h.Registry)
+	}
 
 	r := gin.New()
 	r.HandleMethodNotAllowed = false
 	// An unknown route such as "/servers/" is a JSON 404 (API.md), not an
 	// HTML 301/307 redirect to "/servers".
 	r.RedirectTrailingSlash = false
-	r.Use(h.observe, gin.CustomRecovery(func(c *gin.Context, _ any) {
-		h.Log.Error("panic serving request", "method", c.Request.Method, "route", c.FullPath())
-		abort(c, http.StatusInternalServerError, typeServer, "The server had an error while processing the request.", "", "")
-	}))
+	r.Use(h.observe, gin.CustomRecoveryWithWriter(io.Discard, h.recovered))
 	r.NoRoute(notFoundRoute)
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/readyz", h.readyz)
-	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(h.Registry, promhttp.HandlerOpts{})))
+	r.GET("/openapi.json", serveOpenAPI)
+	if !h.SeparateMetrics {
+		r.GET("/metrics", gin.WrapH(h.metricsHandler()))
+		r.GET("/readyz/detail", h.readyzDetail)
+	}
 
-	api := r.Group("/api/v1/llm/mcp", h.authenticate, h.limit)
+	api := r.Group("/api/v1/llm/mcp", h.authenticate, h.limit, pathIDs)
 	api.POST("/servers", h.idempotent, h.createServer)
 	api.GET("/servers", h.listServers)
 	api.GET("/servers/:server_id", h.getServer)
@@ -120,9 +131,49 @@ func (h *Handler) observe(c *gin.Context) {
 	}
 	d := time.Since(start)
 	status := c.Writer.Status()
-	h.requests.WithLabelValues(c.Request.Method, route, strconv.Itoa(status)).Inc()
-	h.latency.WithLabelValues(c.Request.Method, route).Observe(d.Seconds())
-	h.Log.Debug("request", "method", c.Request.Method, "route", route, "status", status, "duration", d)
+	h.Metrics.ObserveRequest(c.Request.Method, route, status, d)
+	if c.Writer.Header().Get("Idempotent-Replayed") == "true" {
+		h.Metrics.IdempotencyHit()
+	}
+	h.Log.Debug("request", "method", metrics.Method(c.Request.Method), "route", route, "status", status, "duration", d)
+}
+
+// maxPanicValue bounds the logged panic value.
+const maxPanicValue = 1 << 10
+
+// recovered answers a panic with a generic 500 and logs the panic value and
+// the stack, for the operator to fix the bug. It logs neither the request's
+// headers nor its body (they may carry keys and secrets).
+func (h *Handler) recovered(c *gin.Context, v any) {
+	msg := fmt.Sprint(v)
+	if len(msg) > maxPanicValue {
+		msg = msg[:maxPanicValue] + "…"
+	}
+	h.Log.Error("panic serving request", "method", metrics.Method(c.Request.Method), "route", c.FullPath(),
+		"panic", msg, "stack", string(debug.Stack()))
+	abort(c, http.StatusInternalServerError, typeServer, "The server had an error while processing the request.", "", "")
+}
+
+// pathIDs answers 404 for a path ID that does not have its shape (API.md),
+// before the query or the body is looked at: a malformed ID is an unknown
+// resource whatever else is wrong with the request.
+func pathIDs(c *gin.Context) {
+	if id, ok := paramOf(c, "server_id"); ok && !domain.ValidServerID(id) {
+		abort(c, http.StatusNotFound, typeNotFound, domain.ErrServerNotFound.Message, "", "")
+		return
+	}
+	if id, ok := paramOf(c, "credential_id"); ok && !domain.ValidCredentialID(id) {
+		abort(c, http.StatusNotFound, typeNotFound, domain.ErrCredentialNotFound.Message, "", "")
+	}
+}
+
+func paramOf(c *gin.Context, name string) (string, bool) {
+	for _, p := range c.Params {
+		if p.Key == name {
+			return p.Value, true
+		}
+	}
+	return "", false
 }
 
 // authenticate checks the bearer API key in constant time against every
@@ -195,13 +246,83 @@ func (h *Handler) limit(c *gin.Context) {
 
 func owner(c *gin.Context) events.Owner { return c.MustGet(ownerKey).(events.Owner) }
 
+// readyz answers 200 or 503 with each component's status and reason only:
+// counts and sequence numbers are for the operator (readyzDetail).
 func (h *Handler) readyz(c *gin.Context) {
 	ok, detail := h.Ready(c.Request.Context())
 	status := http.StatusOK
 	if !ok {
 		status = http.StatusServiceUnavailable
 	}
+	c.JSON(status, publicReadiness(detail))
+}
+
+// readyzDetail is /readyz with every figure, served next to /metrics.
+func (h *Handler) readyzDetail(c *gin.Context) {
+	ok, detail := h.Ready(c.Request.Context())
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusServiceUnavailable
+	}
 	c.JSON(status, detail)
+}
+
+// publicReadiness keeps the strings and booleans of a readiness body
+// (status, ok, reason) and drops every number, at any depth.
+func publicReadiness(detail any) any {
+	raw, err := json.Marshal(detail)
+	if err != nil {
+		return gin.H{}
+	}
+	var v any
+	if json.Unmarshal(raw, &v) != nil {
+		return gin.H{}
+	}
+	var strip func(any) any
+	strip = func(v any) any {
+		switch t := v.(type) {
+		case map[string]any:
+			for k, x := range t {
+				if _, isNum := x.(float64); isNum {
+					delete(t, k)
+					continue
+				}
+				t[k] = strip(x)
+			}
+		case []any:
+			out := t[:0]
+			for _, x := range t {
+				if _, isNum := x.(float64); !isNum {
+					out = append(out, strip(x))
+				}
+			}
+			return out
+		}
+		return v
+	}
+	return strip(v)
+}
+
+func (h *Handler) metricsHandler() http.Handler {
+	g := prometheus.Gatherer(h.Registry)
+	if h.BeforeScrape != nil {
+		g = prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+			h.BeforeScrape()
+			return h.Registry.Gather()
+		})
+	}
+	return promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+}
+
+// MetricsRoutes serves /metrics and the detailed /readyz (with counts and
+// sequence numbers) for VAULT_METRICS_ADDR. Call it after Routes.
+func (h *Handler) MetricsRoutes() http.Handler {
+	r := gin.New()
+	r.Use(gin.CustomRecoveryWithWriter(io.Discard, h.recovered))
+	r.NoRoute(notFoundRoute)
+	r.GET("/metrics", gin.WrapH(h.metricsHandler()))
+	r.GET("/readyz", h.readyzDetail)
+	return r
 }
 
 // listParams parses limit, order, after and before.
@@ -240,4 +361,9 @@ func listParams(c *gin.Context, validID func(string) bool) (projections.Page, er
 		return p, domain.Invalid("before", "Give at most one of after and before.")
 	}
 	return p, nil
+}
+
+// serveOpenAPI serves the OpenAPI 3.1 document of this API.
+func serveOpenAPI(c *gin.Context) {
+	c.Data(http.StatusOK, "application/json", openapi.Document)
 }

@@ -70,7 +70,7 @@ func (h *Handler) idempotent(c *gin.Context) {
 	if len(vals) > 0 {
 		key = vals[0]
 	}
-	if len(vals) != 1 || key == "" || len(key) > 255 || !utf8.ValidString(key) || !validUser(key) {
+	if len(vals) != 1 || key == "" || !utf8.ValidString(key) || utf8.RuneCountInString(key) > 255 || !validUser(key) {
 		badRequest(c, "Idempotency-Key", "Idempotency-Key must be 1 to 255 printable characters.")
 		return
 	}

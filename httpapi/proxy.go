@@ -29,6 +29,11 @@ func (h *Handler) mcpEndpoint(c *gin.Context) {
 			return
 		}
 	}
+	// An MCP stream (SSE) lives as long as its session, not within the
+	// server's write timeout: lift it for this request (the session's idle
+	// limit bounds it instead). Older writers without the support are left
+	// as they are.
+	_ = http.NewResponseController(c.Writer).SetWriteDeadline(time.Time{})
 	ctx := mcpproxy.WithCaller(c.Request.Context(), mcpproxy.Caller{Owner: owner(c), ServerID: id})
 	h.MCP.ServeHTTP(c.Writer, c.Request.WithContext(ctx))
 }

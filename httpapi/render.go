@@ -17,11 +17,11 @@ type serverJSON struct {
 	AllowedTools      []string          `json:"allowed_tools"`
 	RequireApproval   string            `json:"require_approval"`
 	Metadata          map[string]string `json:"metadata"`
-	CreatedAt         events.Time       `json:"created_at"`
-	UpdatedAt         events.Time       `json:"updated_at"`
+	CreatedAt         string            `json:"created_at"` // events.Time layout (see credentialJSON)
+	UpdatedAt         string            `json:"updated_at"`
 	// ToolsChangedAt is when the vault last saw the server's tools drift
 	// from the inventory it had recorded (null: never); docs/api.md.
-	ToolsChangedAt *events.Time `json:"tools_changed_at"`
+	ToolsChangedAt *string `json:"tools_changed_at"`
 }
 
 func renderServer(s domain.Server) serverJSON {
@@ -31,24 +31,35 @@ func renderServer(s domain.Server) serverJSON {
 	}
 	return serverJSON{ID: s.ID, Object: "mcp.server", Name: s.Name, ServerLabel: s.ServerLabel,
 		ServerURL: s.ServerURL, ServerDescription: s.ServerDescription, AllowedTools: s.AllowedTools,
-		RequireApproval: s.RequireApproval, Metadata: md, CreatedAt: s.CreatedAt, UpdatedAt: s.UpdatedAt,
-		ToolsChangedAt: s.ToolsChangedAt}
+		RequireApproval: s.RequireApproval, Metadata: md, CreatedAt: s.CreatedAt.String(), UpdatedAt: s.UpdatedAt.String(),
+		ToolsChangedAt: timeString(s.ToolsChangedAt)}
 }
 
 // credentialJSON is the mcp.credential object: exactly the seed's fields.
 type credentialJSON struct {
-	ID                   string       `json:"id"`
-	Object               string       `json:"object"`
-	ServerID             string       `json:"server_id"`
-	Name                 *string      `json:"name"`
-	AuthType             string       `json:"auth_type"`
-	AuthorizationPreview *string      `json:"authorization_preview"`
-	HeaderNames          []string     `json:"header_names"`
-	ExpiresAt            *events.Time `json:"expires_at"`
-	LastUsedAt           *events.Time `json:"last_used_at"`
-	CreatedAt            events.Time  `json:"created_at"`
-	UpdatedAt            events.Time  `json:"updated_at"`
-	RevokedAt            *events.Time `json:"revoked_at"`
+	ID                   string   `json:"id"`
+	Object               string   `json:"object"`
+	ServerID             string   `json:"server_id"`
+	Name                 *string  `json:"name"`
+	AuthType             string   `json:"auth_type"`
+	AuthorizationPreview *string  `json:"authorization_preview"`
+	HeaderNames          []string `json:"header_names"`
+	// Times are formatted here (events.Time layout): a string encodes
+	// several times faster than a json.Marshaler, whose output is re-parsed.
+	ExpiresAt  *string `json:"expires_at"`
+	LastUsedAt *string `json:"last_used_at"`
+	CreatedAt  string  `json:"created_at"`
+	UpdatedAt  string  `json:"updated_at"`
+	RevokedAt  *string `json:"revoked_at"`
+}
+
+// timeString formats an optional time as its JSON string (nil = null).
+func timeString(t *events.Time) *string {
+	if t == nil {
+		return nil
+	}
+	s := t.String()
+	return &s
 }
 
 func renderCredential(c domain.Credential) credentialJSON {
@@ -58,8 +69,8 @@ func renderCredential(c domain.Credential) credentialJSON {
 	}
 	return credentialJSON{ID: c.ID, Object: "mcp.credential", ServerID: c.ServerID, Name: c.Name,
 		AuthType: c.AuthType, AuthorizationPreview: c.AuthorizationPreview, HeaderNames: names,
-		ExpiresAt: c.ExpiresAt, LastUsedAt: c.LastUsedAt, CreatedAt: c.CreatedAt, UpdatedAt: c.UpdatedAt,
-		RevokedAt: c.RevokedAt}
+		ExpiresAt: timeString(c.ExpiresAt), LastUsedAt: timeString(c.LastUsedAt), CreatedAt: c.CreatedAt.String(),
+		UpdatedAt: c.UpdatedAt.String(), RevokedAt: timeString(c.RevokedAt)}
 }
 
 // listJSON is a page of a list.

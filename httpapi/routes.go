@@ -34,7 +34,11 @@ func (h *Handler) listServers(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	items, more, err := h.Vault.ListServers(c.Request.Context(), owner(c), p)
+	ctx, ok := readContext(c)
+	if !ok {
+		return
+	}
+	items, more, err := h.Vault.ListServers(ctx, owner(c), p)
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -43,7 +47,11 @@ func (h *Handler) listServers(c *gin.Context) {
 }
 
 func (h *Handler) getServer(c *gin.Context) {
-	s, err := h.Vault.GetServer(c.Request.Context(), owner(c), c.Param("server_id"))
+	ctx, ok := readContext(c)
+	if !ok {
+		return
+	}
+	s, err := h.Vault.GetServer(ctx, owner(c), c.Param("server_id"))
 	if err != nil {
 		h.fail(c, err)
 		return
@@ -125,16 +133,24 @@ func (h *Handler) listCredentials(c *gin.Context) {
 			return
 		}
 	}
-	items, more, err := h.Vault.ListCredentials(c.Request.Context(), owner(c), c.Param("server_id"), include, p)
+	ctx, ok := readContext(c)
+	if !ok {
+		return
+	}
+	items, more, err := h.Vault.ListCredentials(ctx, owner(c), c.Param("server_id"), include, p)
 	if err != nil {
 		h.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, renderList(items, more, renderCredential, func(c domain.Credential) string { return c.ID }))
+	c.Data(http.StatusOK, "application/json; charset=utf-8", appendCredentialList(make([]byte, 0, 64+400*len(items)), items, more))
 }
 
 func (h *Handler) getCredential(c *gin.Context) {
-	cred, err := h.Vault.GetCredential(c.Request.Context(), owner(c), c.Param("server_id"), c.Param("credential_id"))
+	ctx, ok := readContext(c)
+	if !ok {
+		return
+	}
+	cred, err := h.Vault.GetCredential(ctx, owner(c), c.Param("server_id"), c.Param("credential_id"))
 	if err != nil {
 		h.fail(c, err)
 		return

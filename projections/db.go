@@ -125,6 +125,9 @@ func Open(ctx context.Context, path string, mode Mode) (*DB, error) {
 		db.Close()
 		q.Set("_query_only", "on")
 		q.Del("_txlock")
+		// Each read connection keeps its prepared statements (reads repeat
+		// a few dozen query texts).
+		q.Set("_stmt_cache_size", "64")
 		if db, err = sql.Open("sqlite3", "file:"+path+"?"+q.Encode()); err != nil {
 			return nil, err
 		}

@@ -20,6 +20,11 @@ func (d *DB) ReplaceContents(ctx context.Context, livePath string) error {
 		return err
 	}
 	defer live.Close()
+	// The live file keeps its instance id: the API and the projector using
+	// it keep naming their applied notifications alike.
+	if err := setInstanceID(ctx, d.sql, live.InstanceID()); err != nil {
+		return err
+	}
 	dst, err := live.sql.Conn(ctx)
 	if err != nil {
 		return err

@@ -20,6 +20,7 @@ import (
 	"github.com/mcpvault/vault/eventstore"
 	"github.com/mcpvault/vault/httpapi"
 	"github.com/mcpvault/vault/mcpproxy"
+	"github.com/mcpvault/vault/metrics"
 	"github.com/mcpvault/vault/projections"
 	"github.com/mcpvault/vault/seal"
 	"github.com/mcpvault/vault/upstream"
@@ -53,6 +54,18 @@ type API struct {
 	Expiry Expiry
 	// MCP bounds the MCP endpoint's sessions (zero fields: mcpproxy defaults).
 	MCP mcpproxy.Options
+	// MetricsAddr (VAULT_METRICS_ADDR) serves /metrics and the detailed
+	// /readyz on their own address; empty = /metrics and /readyz/detail on
+	// the API address. MetricsListener overrides it (tests use :0).
+	MetricsAddr     string
+	MetricsListener net.Listener
+	// Timeouts and MaxHeaderBytes bound slow and oversized requests; zero
+	// values take the defaults of HTTPTimeouts and DefaultMaxHeaderBytes.
+	Timeouts       HTTPTimeouts
+	MaxHeaderBytes int
+	// Limits are the operator caps (VAULT_MAX_SERVERS_PER_OWNER,
+	// VAULT_MAX_CREDENTIALS_PER_SERVER); zero = off.
+	Limits app.Limits
 }
 
 // Run serves until ctx ends, then shuts down gracefully.
@@ -79,7 +92,13 @@ func (a *API) Run(ctx context.Context) error {
 	if tester == nil {
 		tester = newUpstreamTester(a.AllowPrivate)
 	}
-	v := &app.Vault{DB: db, Keys: a.MasterKeys, Log: a.Log, Now: a.Now, Tester: tester, Audit: a.AuditKeys, UnsignedUntil: a.UnsignedUntil}
+	v := &app.Vault{DB: db, Keys: a.MasterKeys, Log: a.Log, Now: a.Now, Tester: tester, Limits: a.Limits, Audit: a.AuditKeys, UnsignedUntil: a.UnsignedUntil}
+	// Reads wait on the projector's announcements for this read model file.
+	stopWatch, err := eventstore.WatchApplied(nc, a.Stream, db.InstanceID(), v.Applied, v.ResyncApplied)
+	if err != nil {
+		return err
+	}
+	defer stopWatch()
 	defer func() { // stops the group committers; runs before nc.Close
 		if st := v.Store(); st != nil {
 			st.Close()
@@ -118,10 +137,29 @@ func (a *API) Run(ctx context.Context) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newProjectorCollector(db))
-	h := &httpapi.Handler{Vault: v, Log: a.Log, Keys: a.Keys, RateLimit: a.RateLimit, Registry: reg, MCP: proxy,
+	registerBarrierMetrics(reg, v)
+	m := metrics.New(reg)
+	v.Metrics = m
+	if v.Limits.Refused == nil {
+		v.Limits.Refused = m.LimitRefused
+	}
+	sc := newStreamCollector(v, m)
+	reg.MustRegister(sc)
+	metricsLn := a.MetricsListener
+	if metricsLn == nil && a.MetricsAddr != "" {
+		if metricsLn, err = net.Listen("tcp", a.MetricsAddr); err != nil {
+			return err
+		}
+	}
+	h := &httpapi.Handler{Vault: v, Log: a.Log, Keys: a.Keys, RateLimit: a.RateLimit, Registry: reg, Metrics: m, MCP: proxy,
+		SeparateMetrics: metricsLn != nil, BeforeScrape: sc.refreshLag,
 		Ready: newReadiness(v, nc.IsConnected).check}
-	srv := &http.Server{Handler: h.Routes(), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	srv := newHTTPServer(h.Routes(), a.Timeouts, a.MaxHeaderBytes)
 	srv.RegisterOnShutdown(proxy.Close) // open MCP streams would hold Shutdown otherwise
+	if metricsLn != nil {
+		a.Log.Info("metrics listening", "addr", metricsLn.Addr().String())
+		defer serveMetrics(metricsLn, h.MetricsRoutes(), a.Timeouts)()
+	}
 	ln := a.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", a.HTTPAddr); err != nil {

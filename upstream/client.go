@@ -117,8 +117,9 @@ type Tester struct {
 	AllowPrivate bool
 	// Timeout bounds the whole test; 10s when zero.
 	Timeout time.Duration
-	// MaxResponseBytes caps each response body; 4 MiB when zero. For the
-	// HTTP+SSE transport the cap applies to the whole event stream.
+	// MaxResponseBytes caps each response body; 1 MiB when zero. For the
+	// HTTP+SSE transport the cap applies to the whole event stream. All
+	// responses of one session together are capped at 4 MiB.
 	MaxResponseBytes int64
 	// UserAgent is sent as User-Agent when not empty.
 	UserAgent string
@@ -131,9 +132,19 @@ type Tester struct {
 
 const (
 	defaultTimeout          = 10 * time.Second
-	defaultMaxResponseBytes = 4 << 20
-	maxToolPages            = 100
-	maxRedirects            = 3
+	defaultMaxResponseBytes = 1 << 20
+	// maxSessionBytes bounds all response bodies of one session together
+	// (every tools/list page), whatever the per-response cap.
+	maxSessionBytes = 4 << 20
+	// maxToolPages, maxTools and maxToolNamesBytes bound the tool list: a
+	// list beyond them is a response_too_large failure, so the test answer
+	// (and the idempotency record that keeps it) stays well under the NATS
+	// payload limit. maxCursorBytes bounds what the vault sends back.
+	maxToolPages      = 50
+	maxTools          = 1000
+	maxToolNamesBytes = 64 << 10
+	maxCursorBytes    = 4 << 10
+	maxRedirects      = 3
 	// clientProtocolVersion is sent in initialize. It is the newest version
 	// that still uses the initialize handshake, which every MCP server
 	// understands; servers negotiate down from it.
@@ -209,6 +220,8 @@ func (t *Tester) Test(ctx context.Context, serverURL string, auth Auth, allowedT
 		maxBytes:  maxBytes,
 		timeout:   timeout,
 		base:      transport,
+		// The whole tool list stays small, whatever the upstream sends.
+		sessionBudget: maxSessionBytes,
 	}
 	names, tools, fail := p.session(ctx, false)
 	if fail != nil && fallbackWorthy(fail) && ctx.Err() == nil {
@@ -278,18 +291,30 @@ func parseServerURL(raw string) (*url.URL, string, *Error) {
 	} else if strings.HasSuffix(u.Host, ":") {
 		return nil, target, errorf(CodeInvalidURL, "the server URL has an invalid port")
 	}
+	if strings.Contains(u.Hostname(), "%") {
+		// An IPv6 zone ("[fe80::1%25eth0]") names a local interface: never
+		// a public server, and its bytes need not survive a re-encoding.
+		return nil, target, blockedMessage(target, "IPv6 zone")
+	}
 	clean := *u
 	clean.Scheme = scheme
 	clean.User = nil // the credential comes from Auth only
 	clean.Fragment, clean.RawFragment = "", ""
+	// The URL the client sends must name the host that was checked.
+	if again, err := url.Parse(clean.String()); err != nil || again.Host != clean.Host {
+		return nil, target, errorf(CodeInvalidURL, "the server URL cannot be re-encoded faithfully")
+	}
 	return &clean, target, nil
 }
 
 // forbiddenHeaders may not be set by a "headers" credential: they are
-// hop-by-hop or framing headers the HTTP stack owns.
+// hop-by-hop or framing headers the HTTP stack owns, or the MCP transport's.
 var forbiddenHeaders = map[string]bool{
 	"Host": true, "Content-Length": true, "Transfer-Encoding": true, "Connection": true,
 	"Upgrade": true, "Te": true, "Trailer": true, "Keep-Alive": true,
+	// Headers the MCP transport owns (API.md): replacing them breaks the protocol.
+	"Content-Type": true, "Accept": true, "Mcp-Session-Id": true, "Mcp-Protocol-Version": true,
+	"Last-Event-Id": true,
 }
 
 func validateAuth(a Auth) *Error {
@@ -381,6 +406,10 @@ type probe struct {
 	// streamMaxBytes, when set, caps a GET's event stream (the long-lived
 	// stream of an HTTP+SSE session) instead of maxBytes.
 	streamMaxBytes int64
+	// sessionBudget, when set, caps the bytes of all of a session's
+	// responses together (a test's tool list must stay small whatever the
+	// upstream sends; a proxy session has no such cap).
+	sessionBudget int64
 
 	credentialSent atomic.Bool
 }
@@ -390,6 +419,10 @@ type probe struct {
 // life ends. On failure it returns the classified reason.
 func (p *probe) connect(ctx, life context.Context, sse bool, client *mcp.Client) (*mcp.ClientSession, *attempt, *Error) {
 	a := &attempt{probe: p, testCtx: life}
+	if p.sessionBudget > 0 {
+		a.budget = new(atomic.Int64)
+		a.budget.Store(p.sessionBudget)
+	}
 	httpClient := &http.Client{Transport: a, CheckRedirect: a.checkRedirect}
 	var transport mcp.Transport
 	if sse {
@@ -430,26 +463,49 @@ func (p *probe) session(ctx context.Context, sse bool) ([]string, map[string]str
 	tools := map[string]string{}
 	seenCursors := map[string]bool{}
 	cursor := ""
-	for range maxToolPages {
+	namesBytes := 0
+	for pages := 0; ; pages++ {
+		if pages == maxToolPages {
+			return nil, nil, a.tooManyTools("more than %d pages", maxToolPages)
+		}
 		page, err := cs.ListTools(ctx, &mcp.ListToolsParams{Cursor: cursor})
 		if err != nil {
 			return nil, nil, a.outcome()
 		}
 		for _, tool := range page.Tools {
-			if tool != nil {
-				if _, seen := tools[tool.Name]; !seen {
-					tools[tool.Name] = ToolHash(tool)
-					names = append(names, tool.Name)
-				}
+			if tool == nil {
+				continue
 			}
+			if _, seen := tools[tool.Name]; seen {
+				continue
+			}
+			if len(names) == maxTools {
+				return nil, nil, a.tooManyTools("more than %d tools", maxTools)
+			}
+			namesBytes += len(tool.Name)
+			if namesBytes > maxToolNamesBytes {
+				return nil, nil, a.tooManyTools("more than %d bytes of tool names", maxToolNamesBytes)
+			}
+			tools[tool.Name] = ToolHash(tool)
+			names = append(names, tool.Name)
 		}
 		if page.NextCursor == "" || seenCursors[page.NextCursor] {
 			break
+		}
+		if len(page.NextCursor) > maxCursorBytes {
+			return nil, nil, a.tooManyTools("a cursor of more than %d bytes", maxCursorBytes)
 		}
 		seenCursors[page.NextCursor] = true
 		cursor = page.NextCursor
 	}
 	return names, tools, nil
+}
+
+// tooManyTools is the failure of a tool list over the vault's bounds: the
+// answer, and the idempotency record that keeps it, must stay small whatever
+// the upstream sends.
+func (a *attempt) tooManyTools(format string, args ...any) *Error {
+	return errorf(CodeResponseTooLarge, "the tool list of %s exceeds the vault's limits (%s)", a.target, fmt.Sprintf(format, args...))
 }
 
 // attempt is the http.RoundTripper of one session. It injects the
@@ -458,6 +514,9 @@ func (p *probe) session(ctx context.Context, sse bool) ([]string, map[string]str
 type attempt struct {
 	*probe
 	testCtx context.Context
+	// budget is what is left of the probe's sessionBudget for this
+	// session's bodies (nil: no budget, as for a proxy session).
+	budget *atomic.Int64
 
 	mu          sync.Mutex
 	failure     *Error      // first decisive failure
@@ -586,11 +645,13 @@ func (a *attempt) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, tooLarge
 	}
 	resp.Body = &limitedBody{
-		rc:        resp.Body,
-		remaining: limit,
-		tooLarge:  tooLarge,
-		exceeded:  func() { a.record(tooLarge) },
-		release:   release,
+		rc:              resp.Body,
+		remaining:       limit,
+		budget:          a.budget,
+		tooLarge:        tooLarge,
+		sessionTooLarge: errorf(CodeResponseTooLarge, "the responses from %s exceeded %d bytes in total", a.target, maxSessionBytes),
+		exceeded:        a.record,
+		release:         release,
 	}
 	return resp, nil
 }
@@ -627,30 +688,43 @@ func (a *attempt) contextError() *Error {
 	return nil
 }
 
-// limitedBody fails reads past the cap with a response_too_large error.
+// limitedBody fails reads past the cap, or past the session's budget shared
+// by all bodies, with a response_too_large error.
 type limitedBody struct {
-	rc        io.ReadCloser
-	remaining int64
-	tooLarge  *Error
-	exceeded  func()
-	release   func()
-	once      sync.Once
+	rc              io.ReadCloser
+	remaining       int64
+	budget          *atomic.Int64
+	tooLarge        *Error
+	sessionTooLarge *Error
+	exceeded        func(*Error)
+	release         func()
+	once            sync.Once
+	failed          *Error
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
-	if b.remaining < 0 {
-		return 0, b.tooLarge
+	if b.failed != nil {
+		return 0, b.failed
 	}
 	if int64(len(p)) > b.remaining+1 {
 		p = p[:b.remaining+1]
 	}
 	n, err := b.rc.Read(p)
 	b.remaining -= int64(n)
-	if b.remaining < 0 {
-		b.exceeded()
-		return n - 1, b.tooLarge
+	left := int64(0)
+	if b.budget != nil {
+		left = b.budget.Add(-int64(n))
 	}
-	return n, err
+	switch {
+	case b.remaining < 0:
+		b.failed = b.tooLarge
+	case left < 0:
+		b.failed = b.sessionTooLarge
+	default:
+		return n, err
+	}
+	b.exceeded(b.failed)
+	return max(n-1, 0), b.failed
 }
 
 func (b *limitedBody) Close() error {

@@ -373,12 +373,10 @@ func TestPaginationHandWrittenServer(t *testing.T) {
 			t.Fatalf("tools/list calls = %d", calls.Load())
 		}
 	})
-	t.Run("endless pages are capped", func(t *testing.T) {
+	t.Run("endless pages are refused", func(t *testing.T) {
 		u, calls := MustHandWrittenServer(t, -1, false)
 		res := localTester().Test(t.Context(), u, Auth{Type: AuthNone}, nil)
-		if !res.Connected || len(res.ToolNames) != maxToolPages {
-			t.Fatalf("want %d tools from capped pagination, got %d (%+v)", maxToolPages, len(res.ToolNames), res.Error)
-		}
+		MustCode(t, res, CodeResponseTooLarge)
 		if calls.Load() != maxToolPages {
 			t.Fatalf("tools/list calls = %d, want %d", calls.Load(), maxToolPages)
 		}
@@ -470,6 +468,12 @@ func TestInvalidCredential(t *testing.T) {
 		{Type: AuthHeaders, Headers: map[string]string{"Host": "SECRET-evil"}},
 		{Type: AuthHeaders, Headers: map[string]string{"Bad Name": "SECRET-v"}},
 		{Type: AuthHeaders, Headers: map[string]string{"X-Ok": "SECRET-\n"}},
+		// Headers the MCP transport owns would replace the client's own.
+		{Type: AuthHeaders, Headers: map[string]string{"Content-Type": "SECRET-text/plain"}},
+		{Type: AuthHeaders, Headers: map[string]string{"accept": "SECRET-*/*"}},
+		{Type: AuthHeaders, Headers: map[string]string{"Mcp-Session-Id": "SECRET-s"}},
+		{Type: AuthHeaders, Headers: map[string]string{"MCP-Protocol-Version": "SECRET-2020-01-01"}},
+		{Type: AuthHeaders, Headers: map[string]string{"Last-Event-ID": "SECRET-1"}},
 	} {
 		res := localTester().Test(t.Context(), "http://127.0.0.1:1/mcp", a, nil)
 		MustCode(t, res, CodeInvalidCredential)

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/mcpvault/vault/app"
 	"github.com/mcpvault/vault/cmd/internal/config"
 	"github.com/mcpvault/vault/service"
 )
@@ -86,6 +87,8 @@ func run() error {
 	api := &service.API{
 		HTTPAddr: cfg.HTTPAddr, NATSURL: natsURL, NATSAuth: natsAuth, Stream: cfg.Stream, Replicas: cfg.Replicas, ReadModelPath: cfg.ReadModelPath,
 		Keys: keys, MasterKeys: kr, AllowPrivate: cfg.AllowPrivate, RateLimit: cfg.RateLimit, GroupCommit: cfg.GroupCommit, Log: log,
+		MetricsAddr: cfg.MetricsAddr,
+		Limits:      app.Limits{ServersPerOwner: cfg.MaxServersPerOwner, CredentialsPerServer: cfg.MaxCredentialsPerServer},
 	}
 	api.AuditKeys = akr
 	if api.UnsignedUntil, err = cfg.UnsignedUntil(); err != nil {

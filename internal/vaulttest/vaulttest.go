@@ -57,17 +57,27 @@ type Options struct {
 	// (the API still signs what it appends).
 	VerifyAudit bool
 	MCP         mcpproxy.Options // the MCP endpoint's limits (zero: defaults)
+	// SeparateMetrics serves /metrics and the detailed /readyz on their own
+	// address (VAULT_METRICS_ADDR), Env.MetricsURL.
+	SeparateMetrics bool
+	// Timeouts and MaxHeaderBytes of the API's HTTP server (zero = defaults).
+	Timeouts       service.HTTPTimeouts
+	MaxHeaderBytes int
+	// Limits are the operator caps (zero = off).
+	Limits app.Limits
 }
 
 // Env is one running vault.
 type Env struct {
-	TB        testing.TB
-	URL       string // http://127.0.0.1:port
-	Dir       string
-	StoreDir  string
-	ReadModel string
-	Stream    string
-	Keyring   *seal.Keyring
+	TB  testing.TB
+	URL string // http://127.0.0.1:port
+	// MetricsURL is the metrics address (Options.SeparateMetrics), else "".
+	MetricsURL string
+	Dir        string
+	StoreDir   string
+	ReadModel  string
+	Stream     string
+	Keyring    *seal.Keyring
 	// KeySpec is Keyring as VAULT_MASTER_KEYS spells it (first key active).
 	KeySpec string
 	// AuditSpec is the audit signing keyring (VAULT_AUDIT_KEYS form) the
@@ -224,6 +234,23 @@ func (e *Env) StartAPI() {
 		e.TB.Fatal(err)
 	}
 	e.URL = "http://" + ln.Addr().String()
+	var metricsLn net.Listener
+	if e.opts.SeparateMetrics {
+		maddr := "127.0.0.1:0"
+		if e.MetricsURL != "" {
+			maddr = strings.TrimPrefix(e.MetricsURL, "http://")
+		}
+		for i := 0; i < 50; i++ {
+			if metricsLn, err = net.Listen("tcp", maddr); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err != nil {
+			e.TB.Fatal(err)
+		}
+		e.MetricsURL = "http://" + metricsLn.Addr().String()
+	}
 	natsURL := e.NATSURLAs("api")
 	if e.opts.APINATS != nil {
 		natsURL = natsserver.URL(e.opts.APINATS(e.natsAddr), "api", e.passwords["api"])
@@ -232,7 +259,8 @@ func (e *Env) StartAPI() {
 		Keys:       []httpapi.APIKey{{Account: "acct_a", Key: KeyA}, {Account: "acct_b", Key: KeyB}},
 		MasterKeys: e.Keyring, AuditKeys: e.AuditKeys, UnsignedUntil: e.unsignedUntil(), AllowPrivate: e.opts.AllowPrivate, RateLimit: e.opts.RateLimit,
 		GroupCommit: e.opts.GroupCommit,
-		Log:         e.Logger("api"), Tester: e.opts.Tester, Now: e.opts.Now, MCP: e.opts.MCP}
+		Log:         e.Logger("api"), Tester: e.opts.Tester, Now: e.opts.Now, MCP: e.opts.MCP,
+		MetricsListener: metricsLn, Timeouts: e.opts.Timeouts, MaxHeaderBytes: e.opts.MaxHeaderBytes, Limits: e.opts.Limits}
 	e.api = start(a.Run)
 	e.WaitReady()
 }
@@ -356,7 +384,8 @@ func MustJetStream(tb testing.TB, url string) jetstream.JetStream {
 	return js
 }
 
-// Do sends r and returns the answer.
+// Do sends r and returns the answer, after checking that the answer is one
+// the OpenAPI document (openapi/openapi.json) allows: a mismatch fails tb.
 func (e *Env) Do(tb testing.TB, r Request) Response {
 	tb.Helper()
 	return DoAt(tb, e.URL, r)
@@ -378,7 +407,17 @@ func DoAt(tb testing.TB, baseURL string, r Request) Response {
 // connection.
 func Send(ctx context.Context, tb testing.TB, baseURL string, r Request) (Response, error) {
 	tb.Helper()
-	body := Body(tb, r.Body)
+	var sent []byte
+	if b := Body(tb, r.Body); b != nil {
+		var err error
+		if sent, err = io.ReadAll(b); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	var body io.Reader
+	if r.Body != nil {
+		body = bytes.NewReader(sent)
+	}
 	url := baseURL + "/api/v1/llm/mcp" + r.Path
 	if strings.HasPrefix(r.Path, "!") {
 		url = baseURL + r.Path[1:]
@@ -415,6 +454,12 @@ func Send(ctx context.Context, tb testing.TB, baseURL string, r Request) (Respon
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
 		return Response{}, err
+	}
+	// Every answer must be one the OpenAPI document allows, and a request
+	// the API accepted must be one the document accepts.
+	CheckContract(tb, req, resp.StatusCode, resp.Header, raw)
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		CheckAcceptedRequest(tb, req, sent)
 	}
 	return Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}, nil
 }

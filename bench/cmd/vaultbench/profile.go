@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"time"
 
 	"github.com/mcpvault/vault/bench/loadgen"
@@ -138,5 +139,76 @@ func profileVault(ctx context.Context, p *inProcess, name, prefix string, conc i
 	}
 	out["profile_get"] = res
 	logf("profile get (in process): %s → %s", res, path)
+	return out, nil
+}
+
+// profileReads profiles reads of an in-process vault while creates run in
+// the background at a tenth of their closed-loop rate: CPU profiles of get
+// and list at 70 % of their closed-loop rate, and an execution trace of the
+// get (prefix-read-*.cpu.prof, prefix-read-get.trace).
+func profileReads(ctx context.Context, tmp, prefix string, conc int, dur time.Duration, logf func(string, ...any)) (map[string]loadgen.Result, error) {
+	out := map[string]loadgen.Result{}
+	p, err := startInProcess(ctx, filepath.Join(tmp, "profile-reads"), false)
+	if err != nil {
+		return nil, err
+	}
+	defer p.Stop()
+	fx, msgs := buildFixtures("pr", 1000, 20)
+	last, err := publishAll(ctx, p.raw.st, msgs)
+	if err == nil {
+		v := &vaultProc{URL: p.URL, exited: make(chan error, 1)}
+		err = v.waitReady(ctx, 2*time.Minute, last)
+	}
+	if err != nil {
+		return nil, err
+	}
+	writers, err := setupOwners(ctx, p.URL, "pw", conc, 8)
+	if err != nil {
+		return nil, err
+	}
+	cmax := createClosed(ctx, p.URL, writers, true, time.Second, dur/2)
+	logf("profile reads: create max %s", cmax)
+	for _, k := range []struct {
+		name string
+		op   loadgen.Op
+	}{{"get", getOp(p.URL, fx)}, {"list", listOp(p.URL, fx)}} {
+		closed := loadgen.Closed(ctx, loadgen.ClosedConfig{Concurrency: conc, Warmup: time.Second, Duration: dur / 2}, k.op)
+		var res, bg loadgen.Result
+		path := fmt.Sprintf("%s-read-%s.cpu.prof", prefix, k.name)
+		if err := profiled(path, func() {
+			done := make(chan struct{})
+			go func() {
+				bg = createOpen(ctx, p.URL, writers, 0.1*cmax.Throughput, 0, dur+200*time.Millisecond)
+				close(done)
+			}()
+			res = loadgen.Open(ctx, loadgen.OpenConfig{Rate: 0.7 * closed.Throughput, Duration: dur, Workers: 128}, k.op)
+			<-done
+		}); err != nil {
+			return nil, err
+		}
+		out["profile_read_"+k.name] = res
+		logf("profile %s at 70%% of %.0f/s with creates at %.0f/s: %s (creates %s) → %s", k.name, closed.Throughput, 0.1*cmax.Throughput, res, bg, path)
+		if k.name == "get" {
+			tpath := prefix + "-read-get.trace"
+			f, err := os.Create(tpath)
+			if err != nil {
+				return nil, err
+			}
+			if err := trace.Start(f); err != nil {
+				f.Close()
+				return nil, err
+			}
+			done := make(chan struct{})
+			go func() {
+				createOpen(ctx, p.URL, writers, 0.1*cmax.Throughput, 0, 2*time.Second)
+				close(done)
+			}()
+			loadgen.Open(ctx, loadgen.OpenConfig{Rate: 0.7 * closed.Throughput, Duration: 2 * time.Second, Workers: 128}, k.op)
+			<-done
+			trace.Stop()
+			f.Close()
+			logf("  trace: %s", tpath)
+		}
+	}
 	return out, nil
 }

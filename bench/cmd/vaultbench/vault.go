@@ -187,6 +187,11 @@ var client = &http.Client{
 // call sends one API request as the bench account on behalf of user and
 // checks the status. out, when not nil, receives the JSON answer.
 func call(ctx context.Context, base, method, path, user string, body []byte, want int, out any) error {
+	return callWith(ctx, base, method, path, user, body, nil, want, out)
+}
+
+// callWith is call with extra request headers.
+func callWith(ctx context.Context, base, method, path, user string, body []byte, header map[string]string, want int, out any) error {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -201,6 +206,9 @@ func call(ctx context.Context, base, method, path, user string, body []byte, wan
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
 	}
 	resp, err := client.Do(req)
 	if err != nil {

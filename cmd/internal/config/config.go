@@ -42,6 +42,13 @@ type Config struct {
 	// GroupCommit: VAULT_GROUP_COMMIT (default off: measured no faster
 	// with nats-server 2.15.2, see docs/benchmarks.md).
 	GroupCommit bool
+	// MetricsAddr (VAULT_METRICS_ADDR) serves /metrics and the detailed
+	// readiness on their own address; empty = on HTTPAddr.
+	MetricsAddr string
+	// MaxServersPerOwner and MaxCredentialsPerServer are the operator caps
+	// (VAULT_MAX_SERVERS_PER_OWNER, VAULT_MAX_CREDENTIALS_PER_SERVER); 0 = off.
+	MaxServersPerOwner      int
+	MaxCredentialsPerServer int
 }
 
 func env(name, def string) string {
@@ -91,6 +98,13 @@ func Load() (Config, error) {
 	}
 	if c.RateLimit, err = strconv.ParseFloat(env("VAULT_RATE_LIMIT", "1000"), 64); err != nil || c.RateLimit < 0 {
 		return c, fmt.Errorf("VAULT_RATE_LIMIT: want requests per second per account (0 = off)")
+	}
+	c.MetricsAddr = os.Getenv("VAULT_METRICS_ADDR")
+	if c.MaxServersPerOwner, err = strconv.Atoi(env("VAULT_MAX_SERVERS_PER_OWNER", "0")); err != nil || c.MaxServersPerOwner < 0 {
+		return c, fmt.Errorf("VAULT_MAX_SERVERS_PER_OWNER: want a count (0 = no limit)")
+	}
+	if c.MaxCredentialsPerServer, err = strconv.Atoi(env("VAULT_MAX_CREDENTIALS_PER_SERVER", "0")); err != nil || c.MaxCredentialsPerServer < 0 {
+		return c, fmt.Errorf("VAULT_MAX_CREDENTIALS_PER_SERVER: want a count (0 = no limit)")
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(env("VAULT_LOG_LEVEL", "info"))); err != nil {
 		return c, fmt.Errorf("VAULT_LOG_LEVEL: want debug, info, warn or error")

@@ -1,0 +1,280 @@
+package app
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mcpvault/vault/eventstore"
+)
+
+// The read barrier: a read waits until the read model has applied the
+// writes it must see. What the read model has applied is learnt from the
+// projector's announcements (Applied, fed by eventstore.WatchApplied), so a
+// waiting read wakes when the batch holding its target commits, not on a
+// timer; the read model itself is consulted only as a fallback (when no
+// announcements are received, after a reconnect, and when a wait lasts long
+// enough that an announcement may have been lost).
+
+// barrier is the Vault's read-barrier state.
+type barrier struct {
+	// applied is a sequence the read model is known to have applied.
+	applied atomic.Uint64
+	// announced is the highest sequence announced by the projector.
+	announced atomic.Uint64
+	// watched: announcements are being received (ResyncApplied ran).
+	watched atomic.Bool
+
+	mu      sync.Mutex
+	changed chan struct{} // closed (and replaced) when applied advances
+
+	// Counters of BarrierStats.
+	announcements, waits, woken, fallbacks, behind atomic.Uint64
+
+	seq struct { // the shared stream-sequence requests (streamSeq)
+		sync.Mutex
+		inFlight int        // requests on the wire
+		next     *seqFlight // gathering readers, not sent yet
+	}
+}
+
+// advance raises applied to seq and wakes the waiting reads.
+func (b *barrier) advance(seq uint64) {
+	for {
+		cur := b.applied.Load()
+		if seq <= cur {
+			return
+		}
+		if b.applied.CompareAndSwap(cur, seq) {
+			break
+		}
+	}
+	b.mu.Lock()
+	if b.changed != nil {
+		close(b.changed)
+		b.changed = nil
+	}
+	b.mu.Unlock()
+}
+
+// wake returns a channel closed at the next advance.
+func (b *barrier) wake() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.changed == nil {
+		b.changed = make(chan struct{})
+	}
+	return b.changed
+}
+
+// BarrierStats counts what reads waiting for the read model did.
+type BarrierStats struct {
+	// Announcements is how many applied announcements arrived.
+	Announcements uint64
+	// Waits is how many reads found the read model behind their target.
+	Waits uint64
+	// Woken is how many of them were released once an announcement
+	// covered their target.
+	Woken uint64
+	// FallbackReads is how often a waiting read consulted the read model
+	// itself (no announcements, or one late or lost).
+	FallbackReads uint64
+	// Behind is how many waits ended in ErrReadModelBehind.
+	Behind uint64
+}
+
+// BarrierStats returns the read barrier's counters since start.
+func (v *Vault) BarrierStats() BarrierStats {
+	b := &v.barrier
+	return BarrierStats{Announcements: b.announcements.Load(), Waits: b.waits.Load(), Woken: b.woken.Load(), FallbackReads: b.fallbacks.Load(), Behind: b.behind.Load()}
+}
+
+// Applied records the projector's announcement that the read model has
+// applied every event up to seq (see eventstore.WatchApplied).
+func (v *Vault) Applied(seq uint64) {
+	b := &v.barrier
+	b.announcements.Add(1)
+	for {
+		cur := b.announced.Load()
+		if seq <= cur || b.announced.CompareAndSwap(cur, seq) {
+			break
+		}
+	}
+	b.advance(seq)
+}
+
+// ResyncApplied reads the read model's applied sequence: call it once
+// announcements are subscribed and after every reconnect (announcements sent
+// meanwhile are lost). From the first call on, reads wait on announcements.
+func (v *Vault) ResyncApplied() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := v.refreshApplied(ctx); err != nil {
+		v.Log.Warn("reading the read model's applied sequence failed", "err", err)
+	}
+	v.barrier.watched.Store(true)
+}
+
+func (v *Vault) refreshApplied(ctx context.Context) error {
+	seq, err := v.DB.LastSeq(ctx)
+	if err != nil {
+		return err
+	}
+	v.barrier.advance(seq)
+	return nil
+}
+
+type minSeqKey struct{}
+
+// WithMinSequence returns ctx carrying the lowest stream sequence a read
+// must see (the X-Vault-Min-Sequence header): Sync then waits until the read
+// model has applied seq, without asking the stream for its last sequence.
+func WithMinSequence(ctx context.Context, seq uint64) context.Context {
+	return context.WithValue(ctx, minSeqKey{}, seq)
+}
+
+// Sync waits until the read model has applied what the read must see, at
+// most SyncTimeout (then ErrReadModelBehind). With WithMinSequence, that is
+// the given sequence. Otherwise it is every event the stream held when Sync
+// was called, so a read after it sees every write answered before it; with
+// the stream unreachable Sync returns at once (reads keep answering from the
+// read model; no write can be answered meanwhile).
+func (v *Vault) Sync(ctx context.Context) error {
+	if seq, ok := ctx.Value(minSeqKey{}).(uint64); ok {
+		return v.waitApplied(ctx, seq)
+	}
+	st := v.Store()
+	if st == nil {
+		return nil
+	}
+	target, err := v.streamSeq(ctx, st)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return nil
+	}
+	return v.waitApplied(ctx, target)
+}
+
+// Fallback reads of the read model while a read waits: without
+// announcements, a short back-off (the projector's commit is the only
+// signal); with them, only in case one was lost.
+const (
+	pollFirst, pollMost   = 100 * time.Microsecond, 5 * time.Millisecond
+	watchFirst, watchMost = 10 * time.Millisecond, 100 * time.Millisecond
+	defaultSyncTimeout    = 5 * time.Second
+)
+
+// waitApplied waits until the read model has applied target.
+func (v *Vault) waitApplied(ctx context.Context, target uint64) error {
+	b := &v.barrier
+	if b.applied.Load() >= target {
+		return nil
+	}
+	timeout := v.SyncTimeout
+	if timeout == 0 {
+		timeout = defaultSyncTimeout
+	}
+	b.waits.Add(1)
+	deadline := time.Now().Add(timeout)
+	wait, most := watchFirst, watchMost
+	if !b.watched.Load() {
+		wait, most = pollFirst, pollMost
+		b.fallbacks.Add(1)
+		if err := v.refreshApplied(ctx); err != nil {
+			return err
+		}
+	}
+	timer := time.NewTimer(min(wait, timeout))
+	defer timer.Stop()
+	for {
+		woken := b.wake()
+		if b.applied.Load() >= target {
+			if b.announced.Load() >= target {
+				b.woken.Add(1)
+			}
+			return nil
+		}
+		select {
+		case <-woken:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-timer.C:
+			b.fallbacks.Add(1)
+			if err := v.refreshApplied(ctx); err != nil {
+				return err
+			}
+			if b.applied.Load() >= target {
+				return nil
+			}
+			left := time.Until(deadline)
+			if left <= 0 {
+				b.behind.Add(1)
+				return ErrReadModelBehind
+			}
+			wait = min(2*wait, most)
+			timer.Reset(min(wait, left))
+		}
+	}
+}
+
+// seqFlight is one stream-sequence request shared by every read that joined
+// it before it was sent.
+type seqFlight struct {
+	done chan struct{}
+	seq  uint64
+	err  error
+}
+
+// maxSeqInFlight is how many stream-sequence requests may be outstanding:
+// a read arriving while one is on the wire sends its own rather than
+// waiting for it to return (one round trip instead of up to two); beyond
+// this, reads gather in the next request.
+const maxSeqInFlight = 2
+
+// streamSeq returns the stream's last sequence as of some moment after the
+// call began. Concurrent reads share requests: a caller joins the next
+// request to be sent (never one already on the wire, whose answer could
+// predate a write acknowledged before the caller arrived), which is sent at
+// once unless maxSeqInFlight are outstanding, so under load there are at
+// most that many requests per round trip instead of one per read.
+func (v *Vault) streamSeq(ctx context.Context, st *eventstore.Store) (uint64, error) {
+	s := &v.barrier.seq
+	s.Lock()
+	if s.next == nil {
+		s.next = &seqFlight{done: make(chan struct{})}
+	}
+	f := s.next
+	if s.inFlight < maxSeqInFlight {
+		s.inFlight++
+		s.next = nil
+		go v.fetchSeqs(st, f)
+	}
+	s.Unlock()
+	select {
+	case <-f.done:
+		return f.seq, f.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// fetchSeqs sends f, then whatever flight gathered while every slot was
+// busy, until none did.
+func (v *Vault) fetchSeqs(st *eventstore.Store, f *seqFlight) {
+	s := &v.barrier.seq
+	for f != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		f.seq, f.err = st.LastSeq(ctx)
+		cancel()
+		close(f.done)
+		s.Lock()
+		f, s.next = s.next, nil
+		if f == nil {
+			s.inFlight--
+		}
+		s.Unlock()
+	}
+}

@@ -1,0 +1,84 @@
+package httpapi_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mcpvault/vault/app"
+	"github.com/mcpvault/vault/events"
+	"github.com/mcpvault/vault/httpapi"
+	"github.com/mcpvault/vault/projections"
+)
+
+// BenchmarkReadHandlers serves a get and a list page (20 of 100
+// credentials) through the real Gin routes and a real read model, without
+// the network and without a stream (the barrier then waits for nothing):
+// what a read costs in the API process itself.
+func BenchmarkReadHandlers(b *testing.B) {
+	ctx := context.Background()
+	path := filepath.Join(b.TempDir(), "rm.sqlite")
+	w, err := projections.Open(ctx, path, projections.Writer)
+	if err != nil {
+		b.Fatal(err)
+	}
+	owner := events.Owner{Account: "acct", User: "u1"}
+	srv := "mcp_srv_0196a1b2c3d4e5f60718293a4b5c6d01"
+	at := events.NewTime(time.Now())
+	sealed := &events.Sealed{Alg: "AES-256-GCM", Nonce: []byte("nonce-012345"), Ciphertext: []byte("ciphertext-bytes-0123456789")}
+	recs := []events.Record{{Meta: events.Meta{ID: "e0", AggregateID: srv, ServerID: srv, Owner: owner, OccurredAt: at},
+		Event: events.ServerCreated{ServerAttrs: events.ServerAttrs{Name: "n", ServerLabel: "l", ServerURL: "https://example.com/mcp",
+			RequireApproval: "always", Metadata: map[string]string{}}}, Sequence: 1}}
+	var cred string
+	for i := range 100 {
+		cred = fmt.Sprintf("mcp_cred_0196a1b2c3d4e5f60718293a4b5c%04x", i)
+		name, prev := "token", "****...wxyz"
+		recs = append(recs, events.Record{Meta: events.Meta{ID: fmt.Sprintf("e%d", i+1), AggregateID: cred, ServerID: srv, Owner: owner, OccurredAt: at},
+			Event:    events.CredentialCreated{Name: &name, AuthType: "bearer", AuthorizationPreview: &prev, HeaderNames: []string{}, Secret: sealed},
+			Sequence: uint64(i + 2)})
+	}
+	msgs := make([]projections.Msg, len(recs))
+	for i, r := range recs {
+		body, err := events.Marshal(r.Meta, r.Event)
+		if err != nil {
+			b.Fatal(err)
+		}
+		msgs[i] = projections.Decode(r.Sequence, events.SubjectOf(r), body)
+	}
+	if _, err := w.Apply(ctx, msgs); err != nil {
+		b.Fatal(err)
+	}
+	w.Close()
+	db, err := projections.Open(ctx, path, projections.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	log := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	h := (&httpapi.Handler{Vault: &app.Vault{DB: db, Log: log}, Log: log,
+		Keys: []httpapi.APIKey{{Account: "acct", Key: "sk-bench-0123456789"}}}).Routes()
+	for _, c := range []struct{ name, path string }{
+		{"get", "/api/v1/llm/mcp/servers/" + srv + "/credentials/" + cred},
+		{"list20", "/api/v1/llm/mcp/servers/" + srv + "/credentials"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			req := httptest.NewRequest(http.MethodGet, c.path, nil)
+			req.Header.Set("Authorization", "Bearer sk-bench-0123456789")
+			req.Header.Set("X-On-Behalf-Of", "u1")
+			b.ReportAllocs()
+			for b.Loop() {
+				rr := httptest.NewRecorder()
+				h.ServeHTTP(rr, req)
+				if rr.Code != http.StatusOK {
+					b.Fatalf("%d %s", rr.Code, rr.Body)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,28 @@
+package service
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mcpvault/vault/app"
+)
+
+// registerBarrierMetrics exposes the read barrier's counters
+// (app.BarrierStats) as vault_read_barrier_*_total.
+func registerBarrierMetrics(reg prometheus.Registerer, v *app.Vault) {
+	counter := func(name, help string, get func(app.BarrierStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "vault_read_barrier_" + name + "_total", Help: help},
+			func() float64 { return float64(get(v.BarrierStats())) })
+	}
+	reg.MustRegister(
+		counter("announcements", "Applied announcements received from the projector of this read model.",
+			func(s app.BarrierStats) uint64 { return s.Announcements }),
+		counter("waits", "Reads that found the read model behind the sequence they must see and waited.",
+			func(s app.BarrierStats) uint64 { return s.Waits }),
+		counter("woken", "Waiting reads released by the projector's applied announcement.",
+			func(s app.BarrierStats) uint64 { return s.Woken }),
+		counter("fallback_reads", "Times a waiting read read the read model's sequence itself (announcement late or lost).",
+			func(s app.BarrierStats) uint64 { return s.FallbackReads }),
+		counter("behind", "Waits that ended in 503 read_model_behind.",
+			func(s app.BarrierStats) uint64 { return s.Behind }),
+	)
+}
