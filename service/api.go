@@ -181,8 +181,10 @@ type readiness struct {
 type componentStatus struct {
 	OK         bool   `json:"ok"`
 	Reason     string `json:"reason,omitempty"`
-	StreamSeq  uint64 `json:"stream_seq,omitempty"`
-	AppliedSeq uint64 `json:"applied_seq,omitempty"`
+	// The figures are always present in the detail (the public /readyz
+	// drops every number).
+	StreamSeq  uint64 `json:"stream_seq"`
+	AppliedSeq uint64 `json:"applied_seq"`
 }
 
 // readinessTTL is how long a stream check is reused: a load balancer polling
