@@ -147,7 +147,7 @@ func TestReadinessFiguresOnlyForTheOperator(t *testing.T) {
 		}
 		scrape := hdScrape(t, env.MetricsURL)
 		for _, name := range []string{"vault_http_requests_total", "vault_stream_last_sequence", "vault_readmodel_applied_sequence",
-			"vault_projector_lag_events", "vault_publish_duration_seconds", "vault_shreds_pending", "vault_aggregates_held",
+			"vault_projector_lag_events", "vault_publish_duration_seconds", "vault_projector_pending_key_destructions", "vault_projector_held_aggregates",
 			"vault_idempotency_replays_total", "go_goroutines"} {
 			if !strings.Contains(scrape, "\n"+name) && !strings.Contains(scrape, "# HELP "+name+" ") {
 				t.Errorf("no %s on the metrics address", name)

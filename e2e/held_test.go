@@ -92,7 +92,9 @@ func heldMetric(tb testing.TB, env *vaulttest.Env, name string) string {
 
 func heldReady(tb testing.TB, env *vaulttest.Env) (int, string, map[string]any) {
 	tb.Helper()
-	r := env.Do(tb, vaulttest.Request{Method: "GET", Path: "!/readyz", Key: "-"})
+	// The operator's readiness (counts included; the public /readyz has
+	// the status and the reasons only).
+	r := env.Do(tb, vaulttest.Request{Method: "GET", Path: "!/readyz/detail", Key: "-"})
 	return r.Status, string(r.Body), r.JSON(tb)
 }
 

@@ -398,3 +398,66 @@ func TestGroupCommit(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// A batch whose acknowledgement is lost is not an error for its messages:
+// each goes on alone with its outcome unknown, and the stream's answers
+// (a duplicate for what the batch stored) say each was stored once.
+func TestGroupCommitLostBatchAck(t *testing.T) {
+	srv := MustServer(t)
+	proxy := faultnet.MustListen(t, srv.Addr().String())
+	st := MustStoreAt(t, "nats://"+proxy.Addr(), eventstore.Config{GroupCommit: true, AttemptTimeout: 300 * time.Millisecond})
+	defer st.Close()
+	direct := MustStoreAt(t, srv.ClientURL(), eventstore.Config{})
+	ctx := context.Background()
+	base := mustAppend(t, st, "vault.lost.server", "created", "lost-0")
+
+	proxy.HoldReplies()
+	const n = 24
+	type res struct {
+		ack eventstore.Ack
+		err error
+	}
+	out := make(chan res, n)
+	for i := 0; i < n; i++ {
+		go func() {
+			subj := "vault.lost.credential.c" + strconv.Itoa(i)
+			ack, err := st.Append(ctx, subj, []byte("c"), eventstore.MsgID("lost-"+subj), eventstore.ExpectLast("vault.lost.server", base.Seq))
+			out <- res{ack, err}
+		}()
+	}
+	// Everything reaches the stream while no answer comes back.
+	vaulttestEventually(t, func() bool {
+		last, err := direct.LastSeq(ctx)
+		return err == nil && last >= base.Seq+n
+	})
+	time.Sleep(700 * time.Millisecond) // several attempts time out
+	proxy.Release()
+	seqs := map[uint64]bool{}
+	for i := 0; i < n; i++ {
+		r := <-out
+		if r.err != nil {
+			t.Fatalf("an append whose batch lost its ack: %v", r.err)
+		}
+		seqs[r.ack.Seq] = true
+	}
+	last, err := direct.LastSeq(ctx)
+	if err != nil || last != base.Seq+n || len(seqs) != n {
+		t.Fatalf("stream ends at %d (want %d), %d distinct sequences answered (want %d)", last, base.Seq+n, len(seqs), n)
+	}
+	gs := st.GroupStats()
+	t.Logf("group commit with a lost ack: %+v", gs)
+	if gs.Fallbacks == 0 {
+		t.Fatalf("no batch lost its ack: the test did not exercise the batch path (%+v)", gs)
+	}
+}
+
+func vaulttestEventually(tb testing.TB, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatal("condition not met within 10 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
