@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpvault/vault/audit"
 	"github.com/mcpvault/vault/internal/cluster"
 	"github.com/mcpvault/vault/seal"
 )
@@ -98,9 +99,10 @@ func start(t *testing.T) *env {
 		}
 	})
 	master := seal.NewKeySpec("k1")
+	auditKeys := audit.NewKeySpec("a1") // shared: each projector verifies both APIs' events
 	for i, name := range []string{"a", "b"} {
 		r, err := cluster.NewReplica(cluster.ReplicaOptions{Name: "replica-" + name, Dir: filepath.Join(dir, "replica-"+name),
-			BinDir: binDir, Nodes: nodes, APIKeys: account + ":" + apiKey, MasterKeys: master, Out: logs,
+			BinDir: binDir, Nodes: nodes, APIKeys: account + ":" + apiKey, MasterKeys: master, AuditKeys: auditKeys, Out: logs,
 			Env: []string{"VAULT_RATE_LIMIT=0", "VAULT_LOG_LEVEL=warn"}})
 		if err != nil {
 			t.Fatal(err)

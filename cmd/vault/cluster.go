@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mcpvault/vault/audit"
 	"github.com/mcpvault/vault/internal/cluster"
 	"github.com/mcpvault/vault/internal/natsserver"
 	"github.com/mcpvault/vault/seal"
@@ -76,6 +77,12 @@ generated passwords and dev keys live under $VAULT_DATA_DIR/cluster (default ./d
 	if err != nil {
 		return err
 	}
+	// One audit keyring for both replicas: each projector verifies what
+	// either API signed.
+	auditKeys, err := readOrCreate(filepath.Join(dir, "dev-audit-keys"), func() string { return audit.NewKeySpec("audit-dev1") })
+	if err != nil {
+		return err
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -104,7 +111,7 @@ generated passwords and dev keys live under $VAULT_DATA_DIR/cluster (default ./d
 	}()
 	for _, name := range []string{"a", "b"} {
 		r, err := cluster.NewReplica(cluster.ReplicaOptions{Name: "replica-" + name, Dir: filepath.Join(dir, "replica-"+name),
-			BinDir: filepath.Dir(self), Nodes: nodes, APIKeys: apiKey, MasterKeys: master, Out: logs,
+			BinDir: filepath.Dir(self), Nodes: nodes, APIKeys: apiKey, MasterKeys: master, AuditKeys: auditKeys, Out: logs,
 			Env: passThrough("VAULT_LOG_LEVEL", "VAULT_ALLOW_PRIVATE_UPSTREAMS", "VAULT_RATE_LIMIT")})
 		if err != nil {
 			return err

@@ -20,9 +20,12 @@ type ReplicaOptions struct {
 	Nodes      *Nodes
 	APIKeys    string // VAULT_API_KEYS
 	MasterKeys string // VAULT_MASTER_KEYS (the same on every replica)
-	HTTPAddr   string // default: a free loopback port
-	Env        []string
-	Out        io.Writer
+	// AuditKeys is VAULT_AUDIT_KEYS, the same on every replica: each
+	// replica's projector verifies the events every other API signs.
+	AuditKeys string
+	HTTPAddr  string // default: a free loopback port
+	Env       []string
+	Out       io.Writer
 }
 
 // Replica is an API and a projector sharing a read model.
@@ -61,6 +64,9 @@ func NewReplica(o ReplicaOptions) (*Replica, error) {
 		"VAULT_API_KEYS="+o.APIKeys,
 		"VAULT_MASTER_KEYS="+o.MasterKeys,
 	)
+	if o.AuditKeys != "" {
+		base = append(base, "VAULT_AUDIT_KEYS="+o.AuditKeys)
+	}
 	base = append(base, o.Env...)
 	env := func(role string) []string {
 		return append(append([]string(nil), base...),
