@@ -140,12 +140,20 @@ func Bind(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 
 // BindWhenReady retries Bind until it succeeds or ctx ends, calling onRetry
 // after each failure (the API creates the streams; the projector may start
-// first).
+// first). Its back-off stays short: the API creates the streams at any
+// moment, and a projector that binds late leaves its replica's reads waiting.
 func BindWhenReady(ctx context.Context, nc *nats.Conn, cfg Config, onRetry func(error)) (*Store, error) {
+	return retryUntil(ctx, Bind, nc, cfg, onRetry, 500*time.Millisecond)
+}
+
+// retryUntil calls open (Open or Bind) until it succeeds or ctx ends, with
+// a back-off from 100 ms up to maxWait.
+func retryUntil(ctx context.Context, open func(context.Context, *nats.Conn, Config) (*Store, error),
+	nc *nats.Conn, cfg Config, onRetry func(error), maxWait time.Duration) (*Store, error) {
 	wait := 100 * time.Millisecond
 	for {
-		bctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		st, err := Bind(bctx, nc, cfg)
+		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err := open(octx, nc, cfg)
 		cancel()
 		if err == nil {
 			return st, nil
@@ -159,9 +167,7 @@ func BindWhenReady(ctx context.Context, nc *nats.Conn, cfg Config, onRetry func(
 			return nil, ctx.Err()
 		case <-time.After(wait):
 		}
-		// Short: the API creates the streams at any moment, and a
-		// projector that binds late leaves its replica's reads waiting.
-		wait = min(2*wait, 500*time.Millisecond)
+		wait = min(2*wait, maxWait)
 	}
 }
 

@@ -66,27 +66,10 @@ func (s *Store) GetKey(ctx context.Context, credentialID string) ([]byte, error)
 
 // DestroyKey overwrites and removes a credential's wrapped data key
 // (SecureDeleteMsg: plain deletes and purges leave the bytes on disk). It is
-// idempotent: a key already gone is not an error.
+// idempotent: a key already gone is not an error. The API and the
+// projector both destroy a key; a second SecureDeleteMsg fails with a server
+// error ("no message found") rather than ErrMsgNotFound, which
+// destroySubject (custody.go) treats as gone.
 func (s *Store) DestroyKey(ctx context.Context, credentialID string) error {
-	subject := s.cfg.keySubject(credentialID)
-	for {
-		m, err := s.keyGet.last(ctx, subject)
-		if errors.Is(err, ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if err := s.keys.SecureDeleteMsg(ctx, m.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			// The API and the projector both destroy a key; the second
-			// SecureDeleteMsg fails with a server error ("no message found",
-			// "sequence not found") rather than ErrMsgNotFound. Look again:
-			// gone is success, a newer message is destroyed next round.
-			again, gerr := s.keyGet.last(ctx, subject)
-			if errors.Is(gerr, ErrNotFound) || (gerr == nil && again.Seq != m.Seq) {
-				continue
-			}
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
-	}
+	return s.destroySubject(ctx, s.cfg.keySubject(credentialID))
 }

@@ -186,23 +186,5 @@ func (s *Store) LastSeq(ctx context.Context) (uint64, error) {
 // OpenWhenReady retries Open until it succeeds or ctx ends, calling onRetry
 // after each failure.
 func OpenWhenReady(ctx context.Context, nc *nats.Conn, cfg Config, onRetry func(error)) (*Store, error) {
-	wait := 100 * time.Millisecond
-	for {
-		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		st, err := Open(octx, nc, cfg)
-		cancel()
-		if err == nil {
-			return st, nil
-		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		onRetry(err)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 2*time.Second)
-	}
+	return retryUntil(ctx, Open, nc, cfg, onRetry, 2*time.Second)
 }
