@@ -217,11 +217,7 @@ func (v *Vault) credentialWrite(ctx context.Context, in Intent, owner events.Own
 		decide,
 		func(c domain.Credential, seq uint64) domain.Credential {
 			c.Version = seq
-			if c.Deleted {
-				v.state().creds.drop(id)
-			} else {
-				v.state().creds.put(id, c)
-			}
+			v.state().creds.keep(id, c, c.Deleted)
 			return c
 		})
 	if domain.KindOf(err) == domain.KindNotFound {

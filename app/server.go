@@ -112,11 +112,7 @@ func (v *Vault) serverWrite(ctx context.Context, in Intent, owner events.Owner, 
 		decide,
 		func(s domain.Server, seq uint64) domain.Server {
 			s.Version = seq
-			if s.Deleted {
-				v.state().servers.drop(id)
-			} else {
-				v.state().servers.put(id, s)
-			}
+			v.state().servers.keep(id, s, s.Deleted)
 			return s
 		})
 }

@@ -197,6 +197,15 @@ func (c *cache[T]) put(id string, state T) {
 	}
 }
 
+// keep records the state a write produced, forgetting a deleted aggregate.
+func (c *cache[T]) keep(id string, state T, deleted bool) {
+	if deleted {
+		c.drop(id)
+	} else {
+		c.put(id, state)
+	}
+}
+
 func (c *cache[T]) drop(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
