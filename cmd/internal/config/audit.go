@@ -1,6 +1,10 @@
 package config
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,20 +18,34 @@ import (
 )
 
 // AuditKeys parses VAULT_AUDIT_KEYS (the Ed25519 signing keyring of the
-// event stream, independent of the master keys), or loads (creating once)
-// the dev key in the data dir. dev reports whether the dev key is in use.
+// event stream, independent of the master keys). Without it a development
+// key is used (dev reports it): the data dir's, when one was generated
+// there; else, when VAULT_MASTER_KEYS is set (an operator's NATS, replicas
+// on several hosts, each with its own data dir), one derived from the first
+// master key, so that every process sharing the master keys signs and
+// verifies alike instead of holding each other's events; else one is
+// generated once in the data dir (make run).
 func (c Config) AuditKeys() (*audit.Keyring, bool, error) {
 	spec := os.Getenv("VAULT_AUDIT_KEYS")
 	dev := false
 	if spec == "" {
+		dev = true
+		path := filepath.Join(c.DataDir, "dev-audit-keys")
+		if _, err := os.Stat(path); err != nil && os.Getenv("VAULT_MASTER_KEYS") != "" {
+			derived, derr := derivedAuditSpec(os.Getenv("VAULT_MASTER_KEYS"))
+			if derr != nil {
+				return nil, false, derr
+			}
+			kr, err := audit.ParseKeyring(derived)
+			return kr, dev, err
+		}
 		var err error
-		spec, err = loadOrCreate(filepath.Join(c.DataDir, "dev-audit-keys"), func() string {
+		spec, err = loadOrCreate(path, func() string {
 			return audit.NewKeySpec("audit-dev1")
 		})
 		if err != nil {
 			return nil, false, err
 		}
-		dev = true
 	}
 	kr, err := audit.ParseKeyring(spec)
 	return kr, dev, err
@@ -45,6 +63,13 @@ func (c Config) AuditVerifyKeys() (*audit.Keyring, error) {
 		return audit.ParseKeyring(spec)
 	}
 	b, err := os.ReadFile(filepath.Join(c.DataDir, "dev-audit-keys"))
+	if errors.Is(err, fs.ErrNotExist) && os.Getenv("VAULT_MASTER_KEYS") != "" {
+		derived, derr := derivedAuditSpec(os.Getenv("VAULT_MASTER_KEYS"))
+		if derr != nil {
+			return nil, derr
+		}
+		return audit.ParseKeyring(derived)
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("no audit keys: set VAULT_AUDIT_PUBLIC_KEYS (or VAULT_AUDIT_KEYS)")
 	}
@@ -52,6 +77,22 @@ func (c Config) AuditVerifyKeys() (*audit.Keyring, error) {
 		return nil, err
 	}
 	return audit.ParseKeyring(strings.TrimSpace(string(b)))
+}
+
+// derivedAuditSpec is the development audit key derived from the first key
+// of a VAULT_MASTER_KEYS spec (HMAC-SHA256 of a fixed label: an Ed25519
+// seed). Its kid names the master key it comes from, never the key.
+func derivedAuditSpec(masterSpec string) (string, error) {
+	first, _, _ := strings.Cut(masterSpec, ",")
+	kid, b64, ok := strings.Cut(strings.TrimSpace(first), ":")
+	key, err := base64.StdEncoding.DecodeString(b64)
+	if !ok || err != nil || len(key) != 32 {
+		return "", fmt.Errorf("VAULT_MASTER_KEYS: want kid:base64(32 bytes) to derive the development audit key")
+	}
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("mcp-vault/v1 development audit signing key"))
+	id := sha256.Sum256([]byte(kid))
+	return "audit-m-" + hex.EncodeToString(id[:6]) + ":" + base64.StdEncoding.EncodeToString(m.Sum(nil)), nil
 }
 
 // ProjectorAuditKeys are the keys the projector verifies events with:
