@@ -79,6 +79,7 @@ func startVault(ctx context.Context, bin, dir, sync string, extra ...string) (*v
 		"VAULT_RATE_LIMIT=0",
 		"VAULT_API_KEYS="+benchAccount+":"+benchKey,
 		"VAULT_MASTER_KEYS="+seal.NewKeySpec("bench1"),
+		"VAULT_AUDIT_KEYS="+benchAuditSpec, // the prefill signs with it too
 		"VAULT_LOG_LEVEL=warn",
 	)
 	env = append(env, extra...)
@@ -130,7 +131,8 @@ func (v *vaultProc) waitReady(ctx context.Context, timeout time.Duration, seq ui
 			return fmt.Errorf("vault exited during start-up (%v); log:\n%s", err, v.logTail())
 		default:
 		}
-		resp, err := http.Get(v.URL + "/readyz")
+		// The operator's readiness: the public /readyz carries no figures.
+		resp, err := http.Get(v.URL + "/readyz/detail")
 		if err == nil {
 			var r readyz
 			json.NewDecoder(resp.Body).Decode(&r)

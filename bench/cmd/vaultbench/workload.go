@@ -8,15 +8,31 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/oklog/ulid/v2"
 
+	"github.com/mcpvault/vault/audit"
 	"github.com/mcpvault/vault/domain"
 	"github.com/mcpvault/vault/events"
 	"github.com/mcpvault/vault/eventstore"
 )
 
 // streamMsg is one event ready to publish: subject, body and message ID.
+// benchAuditSpec is the audit keyring of the vaults the bench starts; the
+// events it prefills through the stream are signed with it, as the API
+// signs its own, so the projector and the command side verify them.
+var (
+	benchAuditSpec = audit.NewKeySpec("bench-audit1")
+	benchAudit     = func() *audit.Keyring {
+		kr, err := audit.ParseKeyring(benchAuditSpec)
+		if err != nil {
+			panic(err)
+		}
+		return kr
+	}()
+)
+
 type streamMsg struct {
 	Subject string
 	Data    []byte
@@ -121,7 +137,13 @@ func publishAll(ctx context.Context, st *eventstore.Store, msgs []streamMsg) (ui
 		if ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
-		f, err := js.PublishAsync(m.Subject, m.Data, jetstream.WithMsgID(m.MsgID))
+		msg := nats.NewMsg(m.Subject)
+		msg.Data = m.Data
+		// Every prefilled event is the first of its aggregate (a create).
+		for k, v := range benchAudit.Sign(m.Subject, m.Data, audit.FirstLink) {
+			msg.Header.Set(k, v)
+		}
+		f, err := js.PublishMsgAsync(msg, jetstream.WithMsgID(m.MsgID))
 		if err != nil {
 			return 0, err
 		}
