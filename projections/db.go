@@ -88,6 +88,25 @@ func (d *DB) prepare(ctx context.Context) error {
 
 // Open opens (creating and migrating when needed) the read model at path.
 func Open(ctx context.Context, path string, mode Mode) (*DB, error) {
+	// When the API and the projector open one file at the same moment, a
+	// step that SQLite does not wait for (switching a connection to WAL,
+	// or a pragma during the other's migration) fails at once with
+	// SQLITE_BUSY: open again, for up to about two seconds.
+	for i := 0; ; i++ {
+		d, err := open(ctx, path, mode)
+		var se sqlite3.Error
+		if err == nil || i >= 100 || !errors.As(err, &se) || (se.Code != sqlite3.ErrBusy && se.Code != sqlite3.ErrLocked) {
+			return d, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func open(ctx context.Context, path string, mode Mode) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
