@@ -123,29 +123,16 @@ func (s *Store) ForEachKey(ctx context.Context, fn func(KeyVersion) error) error
 	}
 	defer it.Stop()
 	prefix := "vaultkeys." + strings.ToLower(s.cfg.Stream) + "."
-	for {
-		m, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
-		}
-		md, err := m.Metadata()
-		if err != nil {
-			return err
-		}
-		k := KeyVersion{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data()}
+	return eachMsg(ctx, it, func(m Msg) (bool, error) {
+		k := KeyVersion{Seq: m.Seq, Subject: m.Subject, Data: m.Data}
 		k.Kind, k.ID, _ = strings.Cut(strings.TrimPrefix(k.Subject, prefix), ".")
 		cur, err := s.keyGet.last(ctx, k.Subject)
 		k.Current = err == nil && cur.Seq == k.Seq
 		if err := fn(k); err != nil {
-			return err
+			return true, err
 		}
-		if md.NumPending == 0 || k.Seq >= last {
-			return nil
-		}
-	}
+		return m.Pending == 0 || k.Seq >= last, nil
+	})
 }
 
 // ReplaceKey stores a new version of the key at old (a re-wrap) if old is

@@ -31,6 +31,22 @@ func (s *Store) Follow(ctx context.Context, start uint64, limit int, handle func
 	}
 	defer it.Stop()
 	batch := make([]Msg, 0, limit)
+	return eachMsg(ctx, it, func(m Msg) (bool, error) {
+		batch = append(batch, m)
+		if len(batch) < limit && m.Pending > 0 {
+			return false, nil
+		}
+		if err := handle(batch); err != nil {
+			return true, err
+		}
+		batch = make([]Msg, 0, limit)
+		return false, nil
+	})
+}
+
+// eachMsg hands the messages of it to fn in order until fn says stop, fn
+// fails, or ctx ends (ctx's error then).
+func eachMsg(ctx context.Context, it jetstream.MessagesContext, fn func(Msg) (stop bool, err error)) error {
 	for {
 		m, err := it.Next(jetstream.NextContext(ctx))
 		if err != nil {
@@ -43,13 +59,10 @@ func (s *Store) Follow(ctx context.Context, start uint64, limit int, handle func
 		if err != nil {
 			return err
 		}
-		batch = append(batch, Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Header: m.Headers(), Data: m.Data(), Pending: md.NumPending})
-		if len(batch) < limit && md.NumPending > 0 {
-			continue
-		}
-		if err := handle(batch); err != nil {
+		stop, err := fn(Msg{Seq: md.Sequence.Stream, Subject: m.Subject(), Header: m.Headers(), Data: m.Data(),
+			Time: md.Timestamp, Pending: md.NumPending})
+		if stop || err != nil {
 			return err
 		}
-		batch = make([]Msg, 0, limit)
 	}
 }

@@ -13,14 +13,7 @@ import (
 // Stored is one message of the event stream as an auditor sees it: where it
 // is, what it says, and the headers it was published with (the audit
 // signature and chain link).
-type Stored struct {
-	Seq     uint64
-	Subject string
-	Data    []byte
-	Header  nats.Header
-	Time    time.Time
-	Pending uint64 // messages still in the stream (or the filter) after this one
-}
+type Stored = Msg
 
 // Reader reads the event stream without creating or changing anything, so
 // it works with the NATS permissions of the audit role.
@@ -92,26 +85,12 @@ func (r *Reader) Walk(ctx context.Context, start uint64, filter string, fn func(
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	defer it.Stop()
-	for {
-		m, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	return eachMsg(ctx, it, func(m Msg) (bool, error) {
+		if err := fn(m); err != nil {
+			return true, err
 		}
-		md, err := m.Metadata()
-		if err != nil {
-			return err
-		}
-		s := Stored{Seq: md.Sequence.Stream, Subject: m.Subject(), Data: m.Data(), Header: m.Headers(), Time: md.Timestamp, Pending: md.NumPending}
-		if err := fn(s); err != nil {
-			return err
-		}
-		if md.NumPending == 0 || s.Seq >= last {
-			return nil
-		}
-	}
+		return m.Pending == 0 || m.Seq >= last, nil
+	})
 }
 
 // Publish appends a message with headers (an operator's signed event). It
