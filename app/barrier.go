@@ -117,7 +117,7 @@ func (v *Vault) ResyncApplied() {
 }
 
 func (v *Vault) refreshApplied(ctx context.Context) error {
-	seq, err := v.DB.LastSeq(ctx)
+	seq, err := v.DB.AppliedSeq(ctx)
 	if err != nil {
 		return err
 	}

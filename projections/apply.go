@@ -14,7 +14,7 @@ import (
 )
 
 // ErrGap is returned by Apply when a message's sequence is beyond the next one
-// the read model expects: the caller must resume from LastSeq()+1.
+// the read model expects: the caller must resume from AppliedSeq()+1.
 var ErrGap = errors.New("projections: sequence gap")
 
 // Msg is one stored message of the event stream as Apply takes it: decoded
@@ -137,7 +137,7 @@ type Hold struct {
 func (d *DB) Apply(ctx context.Context, msgs []Msg) (Applied, error) {
 	var out Applied
 	if len(msgs) == 0 {
-		last, err := d.LastSeq(ctx)
+		last, err := d.AppliedSeq(ctx)
 		out.LastSeq = last
 		return out, err
 	}

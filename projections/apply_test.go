@@ -190,7 +190,7 @@ func apCheckFinal(tb testing.TB, d *projections.DB) {
 	if err != nil || r5.LastUsedAt == nil || *r5.LastUsedAt != apAt(15) || r5.RevokedAt != nil {
 		tb.Fatalf("used credential apC5: %+v %v", r5, err)
 	}
-	if seq, err := d.LastSeq(ctx); err != nil || seq != 16 {
+	if seq, err := d.AppliedSeq(ctx); err != nil || seq != 16 {
 		tb.Fatalf("last_seq %d %v", seq, err)
 	}
 }
@@ -268,7 +268,7 @@ func TestApplyGap(t *testing.T) {
 	if a.LastSeq != 5 {
 		t.Fatalf("contiguous run 4..5 then a gap: last seq %d, want 5", a.LastSeq)
 	}
-	if seq, _ := d.LastSeq(context.Background()); seq != 5 {
+	if seq, _ := d.AppliedSeq(context.Background()); seq != 5 {
 		t.Fatalf("stored last seq %d, want 5", seq)
 	}
 	apApply(t, d, recs[5:]) // resume from 6

@@ -12,6 +12,7 @@ import (
 	"io/fs"
 	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -240,8 +241,6 @@ func (d *DB) dropIndexes(ctx context.Context) error {
 // SQL exposes the handle for tests and benchmarks in this module.
 func (d *DB) SQL() *sql.DB { return d.sql }
 
-// migrate applies the embedded migrations not yet applied, each in its own
-// transaction, recording the count in user_version.
 // migrateRetry runs migrate, retrying while the file is busy: when two
 // processes open a new file at once (vault run starts the API and the
 // projector together), switching it to WAL fails at once with SQLITE_BUSY,
@@ -261,8 +260,17 @@ func (d *DB) migrateRetry(ctx context.Context) error {
 	}
 }
 
-func (d *DB) migrate(ctx context.Context) error {
-	names, err := fs.Glob(migrations, "migrations/*.sql")
+// migrate applies the embedded migrations not yet applied, in name order,
+// each in its own transaction, and records each by name in
+// schema_migrations: two migrations written on different branches may sort
+// in any order without one being taken for the other. Files made before the
+// table existed recorded only a count in user_version; their first
+// user_version migrations (in name order, as they were applied) are recorded
+// by name on the first open. user_version still counts the applied ones.
+func (d *DB) migrate(ctx context.Context) error { return d.migrateFrom(ctx, migrations) }
+
+func (d *DB) migrateFrom(ctx context.Context, fsys fs.FS) error {
+	names, err := fs.Glob(fsys, "migrations/*.sql")
 	if err != nil {
 		return err
 	}
@@ -272,40 +280,108 @@ func (d *DB) migrate(ctx context.Context) error {
 		return err
 	}
 	defer conn.Close()
-	for {
-		tx, err := conn.BeginTx(ctx, nil)
-		if err != nil {
-			return err
+	applied, err := recordedMigrations(ctx, conn, names)
+	if err != nil {
+		return err
+	}
+	for _, name := range names {
+		if applied[name] {
+			continue
 		}
-		var version int
-		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
-			tx.Rollback()
-			return err
-		}
-		if version >= len(names) {
-			return tx.Rollback()
-		}
-		body, err := migrations.ReadFile(names[version])
-		if err != nil {
-			tx.Rollback()
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("projections: migration %s: %w", names[version], err)
-		}
-		if _, err := tx.ExecContext(ctx, "PRAGMA user_version = "+strconv.Itoa(version+1)); err != nil {
-			tx.Rollback()
-			return err
-		}
-		if err := tx.Commit(); err != nil {
+		if err := applyMigration(ctx, conn, fsys, name); err != nil {
 			return err
 		}
 	}
+	return nil
 }
 
-// LastSeq is the stream sequence of the last event applied.
-func (d *DB) LastSeq(ctx context.Context) (uint64, error) {
+// recordedMigrations returns the migrations recorded as applied, creating
+// the record (and filling it from a legacy user_version count) if needed.
+func recordedMigrations(ctx context.Context, conn *sql.Conn, names []string) (map[string]bool, error) {
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		name TEXT PRIMARY KEY,
+		applied_at TEXT NOT NULL)`); err != nil {
+		return nil, err
+	}
+	var recorded, version int
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM schema_migrations").Scan(&recorded); err != nil {
+		return nil, err
+	}
+	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return nil, err
+	}
+	if recorded == 0 && version > 0 {
+		if version > len(names) {
+			return nil, fmt.Errorf("projections: the read model has %d migrations applied, this build knows %d: it was made by a newer build", version, len(names))
+		}
+		for _, name := range names[:version] {
+			if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (name, applied_at) VALUES (?, 'before schema_migrations')", path.Base(name)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	rows, err := tx.QueryContext(ctx, "SELECT name FROM schema_migrations")
+	if err != nil {
+		return nil, err
+	}
+	applied := map[string]bool{}
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		applied["migrations/"+n] = true
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	return applied, tx.Commit()
+}
+
+// applyMigration runs one migration and records it, in one transaction.
+func applyMigration(ctx context.Context, conn *sql.Conn, fsys fs.FS, name string) error {
+	body, err := fs.ReadFile(fsys, name)
+	if err != nil {
+		return err
+	}
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var done int
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM schema_migrations WHERE name = ?", path.Base(name)).Scan(&done); err != nil {
+		return err
+	}
+	if done > 0 { // another process applied it meanwhile
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+		return fmt.Errorf("projections: migration %s: %w", path.Base(name), err)
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+		path.Base(name), time.Now().UTC().Format(time.RFC3339Nano)); err != nil {
+		return err
+	}
+	var n int
+	if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM schema_migrations").Scan(&n); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, "PRAGMA user_version = "+strconv.Itoa(n)); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// AppliedSeq is the stream sequence of the last event the read model has
+// applied (eventstore.Store.LastSeq is the newest one in the stream).
+func (d *DB) AppliedSeq(ctx context.Context) (uint64, error) {
 	var seq uint64
 	err := d.sql.QueryRowContext(ctx, "SELECT last_seq FROM projector_state WHERE id = 1").Scan(&seq)
 	return seq, err

@@ -30,7 +30,7 @@ func (d *DB) Release(ctx context.Context) (Applied, error) {
 			out.Released = append(out.Released, h.ServerID)
 		}
 	}
-	out.LastSeq, err = d.LastSeq(ctx)
+	out.LastSeq, err = d.AppliedSeq(ctx)
 	return out, err
 }
 

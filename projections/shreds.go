@@ -83,7 +83,7 @@ type Status struct {
 func (d *DB) Status(ctx context.Context) (Status, error) {
 	var s Status
 	var err error
-	if s.LastSeq, err = d.LastSeq(ctx); err != nil {
+	if s.LastSeq, err = d.AppliedSeq(ctx); err != nil {
 		return s, err
 	}
 	if s.Holds, err = d.Holds(ctx); err != nil {

@@ -257,7 +257,7 @@ func (rc *readinessCheck) streamStatus(ctx context.Context) componentStatus {
 func (rc *readinessCheck) check(ctx context.Context) (bool, any) {
 	v := rc.v
 	r := readiness{Status: "ready", Stream: rc.streamStatus(ctx), ReadModel: componentStatus{OK: true}}
-	applied, err := v.DB.LastSeq(ctx)
+	applied, err := v.DB.AppliedSeq(ctx)
 	if err != nil {
 		r.ReadModel = componentStatus{Reason: "read model unreadable"}
 	}

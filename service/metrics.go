@@ -95,7 +95,7 @@ func (c *streamCollector) Collect(ch chan<- prometheus.Metric) {
 // sequences reads the applied sequence (nil when unreadable) and the
 // stream's last sequence (ok=false when unreachable).
 func (c *streamCollector) sequences(ctx context.Context) (applied *uint64, last uint64, ok bool) {
-	a, err := c.v.DB.LastSeq(ctx)
+	a, err := c.v.DB.AppliedSeq(ctx)
 	if err != nil {
 		return nil, 0, false
 	}

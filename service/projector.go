@@ -139,7 +139,7 @@ func (p *Projector) logHolds(ctx context.Context, db *projections.DB) {
 func (p *Projector) follow(ctx context.Context, st *eventstore.Store, db *projections.DB) error {
 	backoff := 100 * time.Millisecond
 	for {
-		last, err := db.LastSeq(ctx)
+		last, err := db.AppliedSeq(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil

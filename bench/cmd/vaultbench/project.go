@@ -48,7 +48,7 @@ func projectorCatchup(ctx context.Context, natsURL, path string, total uint64) (
 	}
 	defer rd.Close()
 	for {
-		seq, err := rd.LastSeq(ctx)
+		seq, err := rd.AppliedSeq(ctx)
 		if err == nil && seq >= total {
 			return time.Since(start), nil
 		}
