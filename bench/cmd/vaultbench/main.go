@@ -143,6 +143,10 @@ func latency(r loadgen.Result) string {
 }
 
 func main() {
+	if addr := os.Getenv(floorEnv); addr != "" {
+		floorMain(addr, os.Getenv(floorEnv+"_NATS"))
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	b := &bench{cfg: loadConfig(), started: time.Now(), runs: map[string]any{}, load0: loadavg()}
@@ -586,6 +590,31 @@ func (b *bench) reads(ctx context.Context, bin string, conc int, warm, dur time.
 		b.fig("read_list_get_cpu_ratio", ratio, "ratio")
 		b.rows = append(b.rows, row{"vault CPU per get / per list page (closed loop)",
 			fmt.Sprintf("%.2f (get %.0f µs, list %.0f µs)", ratio, cpuUS["get"], cpuUS["list"]), "", "", "", ""})
+	}
+	// The floor: the cheapest read this machine can answer at the get's
+	// rates (one HTTP hop and one stream request, in a process of its own).
+	if maxRPS["get"] > 0 {
+		if f, err := startFloor(ctx, v.NATSURL); err != nil {
+			b.logf("  floor server: %v", err)
+		} else {
+			fl := floorRuns(ctx, f.URL, 0.7*maxRPS["get"], 0.1*maxRPS["get"], warm/2, dur, background)
+			f.Stop()
+			for _, k := range []struct{ key, label string }{
+				{"nats_open70_writes", "floor: HTTP + one stream request, 70% of the get's max, creates at 10%"},
+				{"msgget_open70_writes", "  the same with a message get of the last message (leader)"},
+				{"direct_open70_writes", "  the same with a direct get of the last message (any replica)"},
+				{"nats_open70", "floor: HTTP + one stream request, 70% of the get's max"},
+				{"nats_open10", "floor: HTTP + one stream request, 10% of the get's max"},
+				{"http_open70", "floor: HTTP alone, 70% of the get's max"},
+				{"http_open10", "floor: HTTP alone, 10% of the get's max"},
+			} {
+				r := fl[k.key]
+				b.logf("  %s: %s", k.label, r)
+				b.runs["read_floor_"+k.key] = r
+				b.fig("read_floor_"+k.key+"_p99_ms", r.P99Ms, "ms")
+				b.rows = append(b.rows, row{"  " + k.label, fmt.Sprintf("%s at %.0f req/s", latency(r), r.TargetRate), "", "", "", ""})
+			}
+		}
 	}
 	// Reads that name the sequence they need (X-Vault-Min-Sequence) skip
 	// the stream round trip: the same get at 70 %, with the background creates.

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mcpvault/vault/bench/loadgen"
+	"github.com/mcpvault/vault/eventstore"
+)
+
+// The read floor: what the cheapest possible header-less read costs on this
+// machine at the same offered rate. A process of its own (like bin/api)
+// answers GET /nats with a fixed credential-sized JSON body after one
+// stream-info request to the vault's own NATS server (what a read without
+// X-Vault-Min-Sequence must ask: the stream's last sequence), and GET /http
+// with the body alone. No SQLite, no authentication, no routing: the vault's
+// reads cannot be faster than this, so the gap between the two is what the
+// vault's own work adds.
+
+const floorEnv = "VAULTBENCH_FLOOR"
+
+// floorBody is the size of a credential's JSON answer.
+var floorBody = []byte(`{"id":"mcp_cred_01KB0000000000000000000000","object":"mcp.credential","server_id":"mcp_srv_01KB0000000000000000000000","auth_type":"bearer","label":"user 0001","expires_at":null,"revoked_at":null,"last_used_at":null,"created_at":"2026-11-30T12:00:00.000Z","updated_at":"2026-11-30T12:00:00.000Z","secret_hint":"…abcd","owner":"u0001"}`)
+
+// floorMain is the child process: VAULTBENCH_FLOOR=<listen addr>,
+// VAULTBENCH_FLOOR_NATS=<nats url of the vault's api user>.
+func floorMain(addr, natsURL string) {
+	nc, err := eventstore.Connect(natsURL, "vaultbench-floor")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "floor:", err)
+		os.Exit(1)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /http", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(floorBody)
+	})
+	mux.HandleFunc("GET /nats", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := nc.RequestWithContext(r.Context(), "$JS.API.STREAM.INFO.VAULT", nil); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(floorBody)
+	})
+	// Two other ways of learning the last sequence, for comparison: a
+	// message get of the stream's last message through the JetStream API
+	// (what the leader answers), and a direct get (any replica may answer).
+	mux.HandleFunc("GET /msgget", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := nc.RequestWithContext(r.Context(), "$JS.API.STREAM.MSG.GET.VAULT", []byte(`{"last_by_subj":">"}`)); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(floorBody)
+	})
+	mux.HandleFunc("GET /direct", func(w http.ResponseWriter, r *http.Request) {
+		if _, err := nc.RequestWithContext(r.Context(), "$JS.API.DIRECT.GET.VAULT", []byte(`{"last_by_subj":">"}`)); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(floorBody)
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "floor:", err)
+		os.Exit(1)
+	}
+	fmt.Println("ready")
+	_ = http.Serve(ln, mux)
+}
+
+// floorProc runs the floor server next to a vault.
+type floorProc struct {
+	cmd *exec.Cmd
+	URL string
+}
+
+func startFloor(ctx context.Context, natsURL string) (*floorProc, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	addr, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, exe)
+	cmd.Env = append(os.Environ(), floorEnv+"="+addr, floorEnv+"_NATS="+natsURL)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if strings.TrimSpace(line) != "ready" {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("floor server did not start: %q", line)
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	return &floorProc{cmd: cmd, URL: "http://" + addr}, nil
+}
+
+func (f *floorProc) Stop() {
+	_ = f.cmd.Process.Kill()
+	_ = f.cmd.Wait()
+}
+
+// floorOp is one GET of the floor server's path.
+func floorOp(base, path string) loadgen.Op {
+	return func(ctx context.Context, _ int) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+path, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if _, err := io.Copy(io.Discard, resp.Body); err != nil {
+			return err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("floor %s: status %d", path, resp.StatusCode)
+		}
+		return nil
+	}
+}
+
+// floorRuns offers the floor's two paths the rates a get was offered: 70 %
+// while background (the same creates as the reads') runs, then 70 % and 10 %
+// without writes.
+func floorRuns(ctx context.Context, base string, rate70, rate10 float64, warm, dur time.Duration, background func(warm, dur time.Duration) loadgen.Result) map[string]loadgen.Result {
+	out := map[string]loadgen.Result{}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); out["background"] = background(warm, dur+200*time.Millisecond) }()
+	r := loadgen.Open(ctx, loadgen.OpenConfig{Rate: rate70, Warmup: warm, Duration: dur, Workers: 128}, floorOp(base, "/nats"))
+	wg.Wait()
+	out["nats_open70_writes"] = r
+	for _, path := range []string{"msgget", "direct"} {
+		wg.Add(1)
+		var bg loadgen.Result
+		go func() { defer wg.Done(); bg = background(warm, dur+200*time.Millisecond) }()
+		r := loadgen.Open(ctx, loadgen.OpenConfig{Rate: rate70, Warmup: warm, Duration: dur, Workers: 128}, floorOp(base, "/"+path))
+		wg.Wait()
+		out[path+"_open70_writes"] = r
+		_ = bg
+	}
+	for _, path := range []string{"nats", "http"} {
+		for _, r := range []struct {
+			name string
+			rate float64
+		}{{"open70", rate70}, {"open10", rate10}} {
+			out[path+"_"+r.name] = loadgen.Open(ctx, loadgen.OpenConfig{Rate: r.rate, Warmup: warm, Duration: dur, Workers: 128}, floorOp(base, "/"+path))
+		}
+	}
+	return out
+}
