@@ -49,6 +49,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -106,6 +107,9 @@ type Options struct {
 	IdleTimeout time.Duration
 	// CallTimeout bounds one request relayed upstream.
 	CallTimeout time.Duration
+	// DisableRelay sends every tools/call through the go-sdk on both sides
+	// (the SDK path) instead of the raw JSON-RPC relay; for comparisons.
+	DisableRelay bool
 }
 
 // Caller is who is calling and which server's endpoint: set by the HTTP
@@ -141,7 +145,14 @@ type Proxy struct {
 
 	stop     chan struct{}
 	stopOnce sync.Once
+
+	relayed  atomic.Uint64 // tools/call served by the relay
+	sdkCalls atomic.Uint64 // tools/call served by the SDK path
 }
+
+// ToolCalls counts the tools/call requests served so far by the relay
+// (the fast path) and by the SDK path.
+func (p *Proxy) ToolCalls() (relayed, sdk uint64) { return p.relayed.Load(), p.sdkCalls.Load() }
 
 // goneSession remembers why a session ended, so that its owner gets a
 // clear answer instead of a bare 404.
@@ -262,6 +273,10 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
 			s.inflight.Add(1)
 			defer func() { s.touch(); s.inflight.Add(-1) }()
+			if c := s.relayable(r, body); c != nil {
+				s.relay(w, r, c)
+				return
+			}
 		}
 		s.handler.ServeHTTP(w, r)
 		return

@@ -424,6 +424,7 @@ func (p *probe) connect(ctx, life context.Context, sse bool, client *mcp.Client)
 		a.budget.Store(p.sessionBudget)
 	}
 	httpClient := &http.Client{Transport: a, CheckRedirect: a.checkRedirect}
+	a.client = httpClient
 	var transport mcp.Transport
 	if sse {
 		transport = &mcp.SSEClientTransport{Endpoint: p.url.String(), HTTPClient: httpClient}
@@ -517,6 +518,9 @@ type attempt struct {
 	// budget is what is left of the probe's sessionBudget for this
 	// session's bodies (nil: no budget, as for a proxy session).
 	budget *atomic.Int64
+	// client is the HTTP client the session's transport uses (the relay
+	// of a proxy session sends with it too).
+	client *http.Client
 
 	mu          sync.Mutex
 	failure     *Error      // first decisive failure

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -49,6 +50,10 @@ type Session struct {
 	stop    context.CancelFunc
 	base    *http.Transport
 	secrets []string
+
+	// What the relay (PostMessage) sends besides the credential.
+	endpoint, sessionID, protocolVersion string
+	relayIDs                             atomic.Uint64
 }
 
 // Dial connects client to serverURL with auth and initializes. Failures are
@@ -124,8 +129,12 @@ func (d *Dialer) Dial(ctx context.Context, serverURL string, auth Auth, client *
 		transport.CloseIdleConnections()
 		return nil, fail
 	}
-	return &Session{Client: cs, TargetHost: target, Transport: kind, att: a, stop: stop, base: transport,
-		secrets: secretsOf(auth)}, nil
+	out := &Session{Client: cs, TargetHost: target, Transport: kind, att: a, stop: stop, base: transport,
+		secrets: secretsOf(auth), endpoint: p.url.String(), sessionID: cs.ID()}
+	if ir := cs.InitializeResult(); ir != nil {
+		out.protocolVersion = ir.ProtocolVersion
+	}
+	return out, nil
 }
 
 // Close ends the upstream session and every request still open in it.
