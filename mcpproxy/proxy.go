@@ -273,6 +273,11 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
 			s.inflight.Add(1)
 			defer func() { s.touch(); s.inflight.Add(-1) }()
+			if !s.initialized.Load() && sendsInitialized(body) {
+				// The SDK server reads the notification asynchronously;
+				// the relay must not wait for it to know.
+				s.initialized.Store(true)
+			}
 			if c := s.relayable(r, body); c != nil {
 				s.relay(w, r, c)
 				return
@@ -382,6 +387,37 @@ func peek(body []byte) (init bool, id json.RawMessage, isCall bool) {
 		}
 	}
 	return init, id, isCall
+}
+
+// sendsInitialized tells whether body is (or, in a batch, holds) the
+// notifications/initialized notification.
+func sendsInitialized(body []byte) bool {
+	if !bytes.Contains(body, []byte("notifications/initialized")) {
+		return false
+	}
+	type msg struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+	}
+	var msgs []msg
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) > 0 && trimmed[0] == '[' {
+		if json.Unmarshal(trimmed, &msgs) != nil {
+			return false
+		}
+	} else {
+		var m msg
+		if json.Unmarshal(trimmed, &m) != nil {
+			return false
+		}
+		msgs = []msg{m}
+	}
+	for _, m := range msgs {
+		if m.Method == "notifications/initialized" && len(m.ID) == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // lookup returns the open session id of caller c, or nil: an unknown id and

@@ -526,6 +526,7 @@ type attempt struct {
 	failure     *Error      // first decisive failure
 	last        *Error      // latest decisive failure (long-lived sessions)
 	abandoned   atomic.Bool // send nothing more (the credential may no longer be used)
+	established atomic.Bool // the handshake is over (a proxy session in use)
 	sawResponse bool        // some HTTP response arrived
 	badStatus   int         // last non-2xx status
 }
@@ -634,8 +635,16 @@ func (a *attempt) RoundTrip(req *http.Request) (*http.Response, error) {
 		a.badStatus = resp.StatusCode
 	}
 	a.mu.Unlock()
-	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-		a.record(errorf(CodeCredentialRejected, "%s rejected the credential (HTTP %d)", a.target, resp.StatusCode))
+	switch status := resp.StatusCode; {
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		a.record(errorf(CodeCredentialRejected, "%s rejected the credential (HTTP %d)", a.target, status))
+	case !a.established.Load():
+		// During a test or a handshake the statuses are judged together
+		// (outcome).
+	case status == http.StatusNotFound && req.Header.Get("Mcp-Session-Id") != "":
+		a.record(errorf(CodeUpstreamError, "%s no longer knows the upstream session (HTTP 404); start a new session", a.target))
+	case status >= 500 || status == http.StatusTooManyRequests:
+		a.record(errorf(CodeUpstreamError, "%s answered HTTP %d", a.target, status))
 	}
 	limit := a.maxBytes
 	if a.streamMaxBytes > 0 && req.Method == http.MethodGet {
