@@ -48,7 +48,7 @@ func rlToolCalls(t *testing.T, env *vaulttest.Env) (relay, sdk int) {
 // with an HTTP failure instead (mode).
 type rlUpstream struct {
 	URL   string
-	mode  atomic.Value // "", "500", "401", "404", "hang"
+	mode  atomic.Value // "", "500", "401", "404", "400", "hang"
 	calls atomic.Int64 // tools/call that reached the upstream
 	mu    sync.Mutex
 	ids   map[string][]string // method -> raw ids
@@ -91,7 +91,7 @@ func rlServe(t *testing.T, jsonResponse bool) *rlUpstream {
 			if m.Method == "tools/call" {
 				u.calls.Add(1)
 				switch mode := u.mode.Load().(string); mode {
-				case "500", "401", "404":
+				case "500", "401", "404", "400":
 					code, _ := strconv.Atoi(mode)
 					http.Error(w, "failure "+mode, code)
 					return
@@ -284,7 +284,8 @@ func TestProxyRelayRefusals(t *testing.T) {
 
 // Upstream failures on the relay: the same JSON-RPC codes and messages as
 // the SDK path (HTTP 500 and an upstream session gone are upstream_error,
-// a hang is a timeout, 401 credential_rejected, an upstream JSON-RPC error
+// a hang is a timeout, 401 credential_rejected, another HTTP error
+// not_mcp_server, an upstream JSON-RPC error
 // keeps its code), the same survival of the session (a 500 or a timeout
 // leaves it usable; a rejected credential or a session gone upstream ends
 // it), the use recorded as failed with its code; a tool error is a
@@ -301,7 +302,7 @@ func TestProxyRelayUpstreamErrors(t *testing.T) {
 		sid := tsCreateServer(t, env, up.URL, pxNever)
 		cred := env.MustCreateCredential(t, "", sid, map[string]any{"bearer_token": "rl-errors-secret-01"})["id"].(string)
 		out := map[string]outcome{}
-		for _, mode := range []string{"500", "hang", "401", "404", "rpc"} {
+		for _, mode := range []string{"500", "hang", "401", "404", "400", "rpc"} {
 			a := pxMustConnect(t, env, sid, nil)
 			up.mode.Store(mode)
 			tool := "echo"
@@ -340,7 +341,7 @@ func TestProxyRelayUpstreamErrors(t *testing.T) {
 		}
 		t.Logf("upstream %s: relay %+v, sdk %+v", mode, got, want)
 	}
-	for mode, prefix := range map[string]string{"500": "upstream_error", "hang": "timeout", "401": "credential_rejected", "404": "upstream_error"} {
+	for mode, prefix := range map[string]string{"500": "upstream_error", "hang": "timeout", "401": "credential_rejected", "404": "upstream_error", "400": "not_mcp_server"} {
 		if relay[mode].prefix != prefix {
 			t.Errorf("upstream %s on the relay: message starts %q, want %q", mode, relay[mode].prefix, prefix)
 		}
@@ -358,7 +359,7 @@ func TestProxyRelayUpstreamErrors(t *testing.T) {
 		}
 		return outcomes["tool_error/"] == 1
 	})
-	want := map[string]int{"failed/upstream_error": 2, "failed/timeout": 1, "failed/credential_rejected": 1,
+	want := map[string]int{"failed/upstream_error": 2, "failed/timeout": 1, "failed/credential_rejected": 1, "failed/not_mcp_server": 1,
 		"failed/jsonrpc_-32602": 1, "ok/": 3, "tool_error/": 1}
 	for k, n := range want {
 		if outcomes[k] != n {

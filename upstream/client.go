@@ -645,6 +645,8 @@ func (a *attempt) RoundTrip(req *http.Request) (*http.Response, error) {
 		a.record(errorf(CodeUpstreamError, "%s no longer knows the upstream session (HTTP 404); start a new session", a.target))
 	case status >= 500 || status == http.StatusTooManyRequests:
 		a.record(errorf(CodeUpstreamError, "%s answered HTTP %d", a.target, status))
+	case status >= 400:
+		a.record(errorf(CodeNotMCPServer, "%s did not answer as an MCP server (HTTP %d)", a.target, status))
 	}
 	limit := a.maxBytes
 	if a.streamMaxBytes > 0 && req.Method == http.MethodGet {
