@@ -3,13 +3,14 @@
 // vault relays to the server's upstream, injecting a stored credential the
 // agent never sees.
 //
-// # Design: go-sdk on both sides, one mcp.Server per vault session
+// # Design: go-sdk on both sides, and a raw relay for tools/call
 //
 // Each vault session is an mcp.Server of its own, served by the SDK's
 // StreamableHTTPHandler, whose receiving middleware forwards every request
 // to an mcp.ClientSession opened upstream (package upstream: SSRF guard,
 // origin pinning, credential injection, Streamable HTTP with HTTP+SSE
-// fallback). This was chosen over a lower-level byte relay because:
+// fallback). The SDK was chosen over a lower-level byte relay for the
+// session as a whole because:
 //   - the SDK already implements both transports on both sides (POST answered
 //     as an SSE stream, GET stream, DELETE, legacy SSE upstream), their
 //     framing and protocol-version negotiation; a relay would re-implement all
@@ -23,11 +24,37 @@
 //     cursor kept, tools/call refusals, approvals), which the middleware gets
 //     decoded.
 //
-// Its cost is one decode and one encode of each message on each side (see
-// docs/benchmarks.md for the measured overhead). What the SDK abstraction
-// does not carry through is listed in docs/api.md: server-to-client requests
-// (sampling, elicitation, roots) and upstream list_changed notifications are
-// not relayed.
+// That costs one decode and one encode of each message on each side, which
+// made tools/call — the message an agent sends most — several times the
+// cost of the call itself. So tools/call has a fast path, the relay
+// (relay.go): when a POST of an initialized session carries one tools/call
+// (not a batch) with the usual headers and the session's upstream is
+// Streamable HTTP, ServeHTTP does not hand it to the SDK. It decodes the
+// envelope only (id, method, params.name, params._meta; the arguments stay
+// bytes), applies the same policy in the same order as the middleware (dead
+// session, CheckProxy, allowed_tools, require_approval, ReserveUse), and
+// POSTs the call on the session's own upstream session with
+// upstream.Session.PostMessage — its Mcp-Session-Id, protocol version,
+// credential and guarded HTTP client — under an id of the relay's
+// ("vault-relay-<n>", a string: the SDK client on the same upstream session
+// numbers its requests, so the two never collide). The answer (one JSON
+// body, or an SSE stream read event by event) is scrubbed as bytes
+// (upstream.Session.ScrubJSON, which also finds secrets written with JSON
+// escapes), its id restored to the agent's, and written in the session's
+// framing with the headers the SDK handler would send: SSE events flushed
+// one by one, the call's progress notifications before the result. Upstream
+// failures map to the same JSON-RPC errors as on the SDK path, and those
+// after which the go-sdk client would give up its connection end the
+// session's upstream side (dead) on the relay too. Everything else —
+// initialize, tools/list (filtering and drift), resources, prompts,
+// completion, ping, the GET stream, DELETE, batches, HTTP+SSE upstreams —
+// stays on the SDK path. Options.DisableRelay turns the relay off;
+// Proxy.ToolCalls counts the calls each path served.
+//
+// What the SDK abstraction does not carry through is listed in
+// docs/api.md: server-to-client requests (sampling, elicitation, roots) and
+// upstream list_changed notifications are not relayed (nor by the relay:
+// it forwards only the call's progress notifications and its answer).
 //
 // Sessions are bound to their owner and server: a session id used by
 // another owner, or on another server's endpoint, is a 404 exactly like an
@@ -49,6 +76,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -106,6 +134,9 @@ type Options struct {
 	IdleTimeout time.Duration
 	// CallTimeout bounds one request relayed upstream.
 	CallTimeout time.Duration
+	// DisableRelay sends every tools/call through the go-sdk on both sides
+	// (the SDK path) instead of the raw JSON-RPC relay; for comparisons.
+	DisableRelay bool
 }
 
 // Caller is who is calling and which server's endpoint: set by the HTTP
@@ -141,7 +172,14 @@ type Proxy struct {
 
 	stop     chan struct{}
 	stopOnce sync.Once
+
+	relayed  atomic.Uint64 // tools/call served by the relay
+	sdkCalls atomic.Uint64 // tools/call served by the SDK path
 }
+
+// ToolCalls counts the tools/call requests served so far by the relay
+// (the fast path) and by the SDK path.
+func (p *Proxy) ToolCalls() (relayed, sdk uint64) { return p.relayed.Load(), p.sdkCalls.Load() }
 
 // goneSession remembers why a session ended, so that its owner gets a
 // clear answer instead of a bare 404.
@@ -262,6 +300,15 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPost {
 			s.inflight.Add(1)
 			defer func() { s.touch(); s.inflight.Add(-1) }()
+			if !s.initialized.Load() && sendsInitialized(body) {
+				// The SDK server reads the notification asynchronously;
+				// the relay must not wait for it to know.
+				s.initialized.Store(true)
+			}
+			if c := s.relayable(r, body); c != nil {
+				s.relay(w, r, c)
+				return
+			}
 		}
 		s.handler.ServeHTTP(w, r)
 		return
@@ -367,6 +414,37 @@ func peek(body []byte) (init bool, id json.RawMessage, isCall bool) {
 		}
 	}
 	return init, id, isCall
+}
+
+// sendsInitialized tells whether body is (or, in a batch, holds) the
+// notifications/initialized notification.
+func sendsInitialized(body []byte) bool {
+	if !bytes.Contains(body, []byte("notifications/initialized")) {
+		return false
+	}
+	type msg struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+	}
+	var msgs []msg
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) > 0 && trimmed[0] == '[' {
+		if json.Unmarshal(trimmed, &msgs) != nil {
+			return false
+		}
+	} else {
+		var m msg
+		if json.Unmarshal(trimmed, &m) != nil {
+			return false
+		}
+		msgs = []msg{m}
+	}
+	for _, m := range msgs {
+		if m.Method == "notifications/initialized" && len(m.ID) == 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // lookup returns the open session id of caller c, or nil: an unknown id and

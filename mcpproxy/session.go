@@ -33,13 +33,14 @@ type session struct {
 	handler  *mcp.StreamableHTTPHandler // the SSE or the JSON handler, for the session's life
 	up       *upstream.Session
 
-	ss         atomic.Pointer[mcp.ServerSession]
-	lastActive atomic.Int64 // unix nanoseconds of the last request's start or end
-	inflight   atomic.Int32
-	dead       atomic.Pointer[jsonrpc.Error]  // set once the session can no longer reach upstream
-	listed     atomic.Bool                    // tools/list recorded for this session
-	check      atomic.Pointer[app.ProxyCheck] // the last check of server and credential
-	endOnce    sync.Once
+	ss          atomic.Pointer[mcp.ServerSession]
+	lastActive  atomic.Int64 // unix nanoseconds of the last request's start or end
+	inflight    atomic.Int32
+	dead        atomic.Pointer[jsonrpc.Error]  // set once the session can no longer reach upstream
+	listed      atomic.Bool                    // tools/list recorded for this session
+	initialized atomic.Bool                    // the agent sent notifications/initialized
+	check       atomic.Pointer[app.ProxyCheck] // the last check of server and credential
+	endOnce     sync.Once
 
 	progress sync.Map // progress token (fmt.Sprint) -> *progressRoute
 
@@ -169,7 +170,10 @@ func (s *session) middleware(next mcp.MethodHandler) mcp.MethodHandler {
 				}
 			}
 			return res, err
-		case "notifications/initialized", "notifications/cancelled", "notifications/progress",
+		case "notifications/initialized":
+			s.initialized.Store(true)
+			return next(ctx, method, req)
+		case "notifications/cancelled", "notifications/progress",
 			"notifications/roots/list_changed", "ping", "logging/setLevel":
 			return next(ctx, method, req)
 		}
@@ -353,6 +357,7 @@ func allowed(list []string, name string) bool {
 
 // callTool applies the policy, relays the call and queues its use record.
 func (s *session) callTool(ctx context.Context, srv domain.Server, r *mcp.CallToolRequest) (mcp.Result, error) {
+	s.p.sdkCalls.Add(1)
 	p := r.Params
 	if p == nil {
 		return nil, &jsonrpc.Error{Code: jsonrpc.CodeInvalidParams, Message: "tools/call needs params"}

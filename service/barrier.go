@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mcpvault/vault/app"
+	"github.com/mcpvault/vault/mcpproxy"
 )
 
 // registerBarrierMetrics exposes the read barrier's counters
@@ -25,4 +26,21 @@ func registerBarrierMetrics(reg prometheus.Registerer, v *app.Vault) {
 		counter("behind", "Waits that ended in 503 read_model_behind.",
 			func(s app.BarrierStats) uint64 { return s.Behind }),
 	)
+}
+
+// registerProxyMetrics counts the MCP endpoint's tools/call by the path
+// that served them: "relay" (the raw JSON-RPC fast path) or "sdk".
+func registerProxyMetrics(reg prometheus.Registerer, p *mcpproxy.Proxy) {
+	for _, path := range []string{"relay", "sdk"} {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "vault_mcp_tool_calls_total",
+			Help:        "tools/call requests of the MCP endpoint by the path that served them (relay: raw JSON-RPC fast path; sdk: through the go-sdk).",
+			ConstLabels: prometheus.Labels{"path": path}},
+			func() float64 {
+				relayed, sdk := p.ToolCalls()
+				if path == "relay" {
+					return float64(relayed)
+				}
+				return float64(sdk)
+			}))
+	}
 }

@@ -424,6 +424,7 @@ func (p *probe) connect(ctx, life context.Context, sse bool, client *mcp.Client)
 		a.budget.Store(p.sessionBudget)
 	}
 	httpClient := &http.Client{Transport: a, CheckRedirect: a.checkRedirect}
+	a.client = httpClient
 	var transport mcp.Transport
 	if sse {
 		transport = &mcp.SSEClientTransport{Endpoint: p.url.String(), HTTPClient: httpClient}
@@ -517,11 +518,15 @@ type attempt struct {
 	// budget is what is left of the probe's sessionBudget for this
 	// session's bodies (nil: no budget, as for a proxy session).
 	budget *atomic.Int64
+	// client is the HTTP client the session's transport uses (the relay
+	// of a proxy session sends with it too).
+	client *http.Client
 
 	mu          sync.Mutex
 	failure     *Error      // first decisive failure
 	last        *Error      // latest decisive failure (long-lived sessions)
 	abandoned   atomic.Bool // send nothing more (the credential may no longer be used)
+	established atomic.Bool // the handshake is over (a proxy session in use)
 	sawResponse bool        // some HTTP response arrived
 	badStatus   int         // last non-2xx status
 }
@@ -630,8 +635,18 @@ func (a *attempt) RoundTrip(req *http.Request) (*http.Response, error) {
 		a.badStatus = resp.StatusCode
 	}
 	a.mu.Unlock()
-	if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
-		a.record(errorf(CodeCredentialRejected, "%s rejected the credential (HTTP %d)", a.target, resp.StatusCode))
+	switch status := resp.StatusCode; {
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		a.record(errorf(CodeCredentialRejected, "%s rejected the credential (HTTP %d)", a.target, status))
+	case !a.established.Load():
+		// During a test or a handshake the statuses are judged together
+		// (outcome).
+	case status == http.StatusNotFound && req.Header.Get("Mcp-Session-Id") != "":
+		a.record(errorf(CodeUpstreamError, "%s no longer knows the upstream session (HTTP 404); start a new session", a.target))
+	case status >= 500 || status == http.StatusTooManyRequests:
+		a.record(errorf(CodeUpstreamError, "%s answered HTTP %d", a.target, status))
+	case status >= 400:
+		a.record(errorf(CodeNotMCPServer, "%s did not answer as an MCP server (HTTP %d)", a.target, status))
 	}
 	limit := a.maxBytes
 	if a.streamMaxBytes > 0 && req.Method == http.MethodGet {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/jsonrpc"
@@ -49,6 +50,10 @@ type Session struct {
 	stop    context.CancelFunc
 	base    *http.Transport
 	secrets []string
+
+	// What the relay (PostMessage) sends besides the credential.
+	endpoint, sessionID, protocolVersion string
+	relayIDs                             atomic.Uint64
 }
 
 // Dial connects client to serverURL with auth and initializes. Failures are
@@ -124,8 +129,13 @@ func (d *Dialer) Dial(ctx context.Context, serverURL string, auth Auth, client *
 		transport.CloseIdleConnections()
 		return nil, fail
 	}
-	return &Session{Client: cs, TargetHost: target, Transport: kind, att: a, stop: stop, base: transport,
-		secrets: secretsOf(auth)}, nil
+	a.established.Store(true)
+	out := &Session{Client: cs, TargetHost: target, Transport: kind, att: a, stop: stop, base: transport,
+		secrets: secretsOf(auth), endpoint: p.url.String(), sessionID: cs.ID()}
+	if ir := cs.InitializeResult(); ir != nil {
+		out.protocolVersion = ir.ProtocolVersion
+	}
+	return out, nil
 }
 
 // Close ends the upstream session and every request still open in it.
@@ -150,7 +160,7 @@ func (s *Session) Abandon() {
 // failure (never the raw error text, which may quote URLs or headers).
 func (s *Session) CallError(ctx context.Context, err error) *jsonrpc.Error {
 	var rpc *jsonrpc.Error
-	if errors.As(err, &rpc) {
+	if errors.As(err, &rpc) && !sdkSentinel(rpc) {
 		return &jsonrpc.Error{Code: rpc.Code, Message: s.Scrub(rpc.Message)}
 	}
 	if ctx.Err() != nil {
@@ -230,4 +240,14 @@ func secretsOf(a Auth) []string {
 		}
 	}
 	return out
+}
+
+// sdkSentinel reports whether e is one of the go-sdk's own transport
+// errors (its jsonrpc2 ErrRejected, "rejected by transport", for an HTTP
+// 500, 502, 503, 504 or 429, and ErrServerClosing), which are failures of
+// the transport and not the upstream's answer: passed on, -32004 would even
+// end the agent's session.
+func sdkSentinel(e *jsonrpc.Error) bool {
+	return e.Code == -32005 && e.Message == "rejected by transport" ||
+		e.Code == -32004 && e.Message == "server is closing"
 }
