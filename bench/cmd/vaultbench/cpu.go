@@ -40,9 +40,19 @@ func procStat(pid int) (ppid int, cpu time.Duration, ok bool) {
 // request is a cost that other load on a shared machine barely changes,
 // unlike a rate or a latency.
 func treeCPU(root int) time.Duration {
+	var total time.Duration
+	for _, c := range treeCPUs(root) {
+		total += c
+	}
+	return total
+}
+
+// treeCPUs is treeCPU per command name (vault, api, projector).
+func treeCPUs(root int) map[string]time.Duration {
+	out := map[string]time.Duration{}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0
+		return out
 	}
 	parent := map[int]int{}
 	cpu := map[int]time.Duration{}
@@ -55,14 +65,22 @@ func treeCPU(root int) time.Duration {
 			parent[pid], cpu[pid] = pp, c
 		}
 	}
-	var total time.Duration
 	for pid, c := range cpu {
 		for p := pid; p > 1; p = parent[p] {
 			if p == root {
-				total += c
+				out[procName(pid)] += c
 				break
 			}
 		}
 	}
-	return total
+	return out
+}
+
+// procName is the command name of pid (its /proc comm).
+func procName(pid int) string {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "comm"))
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(b))
 }

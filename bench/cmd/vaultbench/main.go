@@ -101,15 +101,16 @@ type row struct {
 }
 
 type bench struct {
-	load0   string // /proc/loadavg at the start
-	cfg     config
-	root    string
-	tmp     string
-	started time.Time
-	figures []figure
-	rows    []row
-	runs    map[string]any
-	notes   []string
+	load0    string // /proc/loadavg at the start
+	cfg      config
+	root     string
+	tmp      string
+	started  time.Time
+	figures  []figure
+	rows     []row
+	runs     map[string]any
+	notes    []string
+	proxyCPU proxyCPU // CPU accounting of the proxy phase
 }
 
 func (b *bench) logf(format string, args ...any) {

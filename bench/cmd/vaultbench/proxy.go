@@ -7,7 +7,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -135,11 +139,14 @@ func (b *bench) proxy(ctx context.Context, bin string, conc int, warm, dur time.
 	if err != nil {
 		return err
 	}
+	b.proxyCPU = proxyCPU{vaultPID: v.cmd.Process.Pid}
 	straight, through, err := b.measureProxy(ctx, upURL, token, t.URL, conc, warm, dur)
 	if err != nil {
 		return err
 	}
 	b.reportProxy(straight, through)
+	b.reportProxyCPU()
+	b.proxyCPU = proxyCPU{}
 	// Context: one agent alone, where no call queues behind another, so
 	// the difference is the latency the vault adds to a call rather than
 	// CPU contention at saturation.
@@ -175,9 +182,9 @@ func (b *bench) measureProxy(ctx context.Context, upURL, token, vaultURL string,
 		if r > 0 {
 			w = warm / 4
 		}
-		s := loadgen.Closed(ctx, loadgen.ClosedConfig{Concurrency: conc, Warmup: w, Duration: dur / rounds}, callEcho(direct))
+		s := b.proxyCPU.closed(ctx, false, loadgen.ClosedConfig{Concurrency: conc, Warmup: w, Duration: dur / rounds}, callEcho(direct))
 		b.logf("proxy round %d straight: %s", r+1, s)
-		t := loadgen.Closed(ctx, loadgen.ClosedConfig{Concurrency: conc, Warmup: w, Duration: dur / rounds}, callEcho(via))
+		t := b.proxyCPU.closed(ctx, true, loadgen.ClosedConfig{Concurrency: conc, Warmup: w, Duration: dur / rounds}, callEcho(via))
 		b.logf("proxy round %d through the vault: %s", r+1, t)
 		straight, through = append(straight, s), append(through, t)
 	}
@@ -261,4 +268,69 @@ func (b *bench) proxyProfile(ctx context.Context, prefix string, conc int, warm,
 	}
 	b.logf("proxy CPU profile: %s-proxy.cpu.prof", prefix)
 	return perr
+}
+
+// proxyCPU counts the CPU the calls cost, per call: the bench process's
+// (the agents and the upstream, on both paths) and the vault's process tree
+// (bin/vault, its NATS server, bin/api and bin/projector; through only).
+// CPU per call is what other load on a shared machine barely changes, and
+// at saturation a closed loop's latency is that CPU queued.
+type proxyCPU struct {
+	vaultPID                    int // 0: not measured
+	straightCalls, throughCalls int64
+	straightBench, throughBench time.Duration
+	throughVault                time.Duration
+	throughByProc               map[string]time.Duration
+}
+
+func (c *proxyCPU) closed(ctx context.Context, through bool, cfg loadgen.ClosedConfig, op loadgen.Op) loadgen.Result {
+	if c.vaultPID == 0 {
+		return loadgen.Closed(ctx, cfg, op)
+	}
+	var n atomic.Int64
+	counted := func(ctx context.Context, i int) error { n.Add(1); return op(ctx, i) }
+	_, bench0, _ := procStat(os.Getpid())
+	vault0 := treeCPUs(c.vaultPID)
+	r := loadgen.Closed(ctx, cfg, counted)
+	_, bench1, _ := procStat(os.Getpid())
+	vault1 := treeCPUs(c.vaultPID)
+	if through {
+		c.throughCalls += n.Load()
+		c.throughBench += bench1 - bench0
+		if c.throughByProc == nil {
+			c.throughByProc = map[string]time.Duration{}
+		}
+		for name, t := range vault1 {
+			c.throughVault += t - vault0[name]
+			c.throughByProc[name] += t - vault0[name]
+		}
+	} else {
+		c.straightCalls += n.Load()
+		c.straightBench += bench1 - bench0
+	}
+	return r
+}
+
+func (b *bench) reportProxyCPU() {
+	c := b.proxyCPU
+	if c.straightCalls == 0 || c.throughCalls == 0 {
+		return
+	}
+	per := func(d time.Duration, n int64) float64 { return float64(d.Microseconds()) / float64(n) }
+	straight := per(c.straightBench, c.straightCalls)
+	agents := per(c.throughBench, c.throughCalls)
+	vault := per(c.throughVault, c.throughCalls)
+	b.fig("proxy_straight_cpu_us_per_call", straight, "us")
+	b.fig("proxy_through_agents_cpu_us_per_call", agents, "us")
+	b.fig("proxy_through_vault_cpu_us_per_call", vault, "us")
+	var procs []string
+	for name, t := range c.throughByProc {
+		b.fig("proxy_through_"+name+"_cpu_us_per_call", per(t, c.throughCalls), "us")
+		procs = append(procs, fmt.Sprintf("%s %.0f µs", name, per(t, c.throughCalls)))
+	}
+	slices.Sort(procs)
+	b.logf("proxy: CPU per call: straight %.0f µs (agents + upstream); through %.0f µs (agents + upstream) + %.0f µs (the vault's processes: %s)", straight, agents, vault, strings.Join(procs, ", "))
+	b.rows = append(b.rows, row{Measure: "  CPU per tools/call (16 agents)",
+		Ours:     fmt.Sprintf("through: agents+upstream %.0f µs + vault %.0f µs", agents, vault),
+		Baseline: fmt.Sprintf("straight %.0f µs", straight), Ratio: fmt.Sprintf("%.2fx", (agents+vault)/straight)})
 }
