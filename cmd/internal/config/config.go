@@ -42,6 +42,9 @@ type Config struct {
 	// GroupCommit: VAULT_GROUP_COMMIT (default off: measured no faster
 	// with nats-server 2.15.2, see docs/benchmarks.md).
 	GroupCommit bool
+	// KeyPool: VAULT_KEY_POOL, the data keys stored ahead per (owner, server)
+	// (default 16; 0 = off, every create stores its key inline).
+	KeyPool int
 	// MetricsAddr (VAULT_METRICS_ADDR) serves /metrics and the detailed
 	// readiness on their own address; empty = on HTTPAddr.
 	MetricsAddr string
@@ -92,6 +95,9 @@ func Load() (Config, error) {
 	}
 	if c.GroupCommit, err = strconv.ParseBool(env("VAULT_GROUP_COMMIT", "false")); err != nil {
 		return c, fmt.Errorf("VAULT_GROUP_COMMIT: want true or false")
+	}
+	if c.KeyPool, err = strconv.Atoi(env("VAULT_KEY_POOL", "16")); err != nil || c.KeyPool < 0 || c.KeyPool > 1024 {
+		return c, fmt.Errorf("VAULT_KEY_POOL: want 0 (off) to 1024 keys per (owner, server)")
 	}
 	if c.Replicas, err = strconv.Atoi(env("VAULT_NATS_REPLICAS", "1")); err != nil || c.Replicas < 1 || c.Replicas > 5 {
 		return c, fmt.Errorf("VAULT_NATS_REPLICAS: want 1 to 5")
