@@ -55,6 +55,10 @@ type KeyPoolConfig struct {
 	// MaxAge is how long a pooled key may wait for its create (default 2 s):
 	// its credential id carries the time it was made, and lists sort by id.
 	MaxAge time.Duration
+	// Atomic stores each fill as one JetStream atomic batch (one fsync for
+	// the lot under sync_interval always) instead of asynchronous publishes
+	// acknowledged together.
+	Atomic bool
 }
 
 type poolPair struct {
@@ -80,12 +84,13 @@ func (k *pooledKey) credentialID() string { return domain.CredentialID(k.id) }
 func (k *pooledKey) claim() bool { return k != nil && k.taken.CompareAndSwap(false, true) }
 
 type pairPool struct {
-	keys    []*pooledKey // oldest first
-	want    int          // adaptive target, 1..Size
-	filling int          // keys being stored for this pair
-	gen     uint64       // bumped by drops: fills of an older generation are discarded
-	done    ulid.ULID    // the newest credential id answered on this pair
-	used    time.Time    // the last create on this pair
+	keys    []*pooledKey  // oldest first
+	ready   chan struct{} // closed (and replaced) when a fill for the pair lands
+	want    int           // adaptive target, 1..Size
+	filling int           // keys being stored for this pair
+	gen     uint64        // bumped by drops: fills of an older generation are discarded
+	done    ulid.ULID     // the newest credential id answered on this pair
+	used    time.Time     // the last create on this pair
 }
 
 type keyPool struct {
@@ -170,27 +175,48 @@ func (v *Vault) DiscardIntent(in Intent) {
 	}
 }
 
-// take removes and returns the pair's oldest usable key, or nil.
+// fillWait bounds how long a create waits for keys being stored for its
+// pair when the pool is empty.
+const fillWait = 20 * time.Millisecond
+
+// take removes and returns the pair's oldest usable key, or nil. When the
+// pair's pool is empty while keys are being stored for it, it waits for
+// them (at most fillWait): that is cheaper than storing one more key inline,
+// and an inline id, newer than the keys being stored, would make them
+// unusable once its create is answered (ids stay in creation order).
 func (p *keyPool) take(pair poolPair) *pooledKey {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pp := p.pairs[pair]
-	if pp == nil || p.closed {
-		p.misses.Add(1)
-		return nil
-	}
-	p.expireLocked(pp, time.Now())
-	if len(pp.keys) == 0 {
-		p.misses.Add(1)
+	for waited := false; pp != nil && !p.closed; waited = true {
+		p.expireLocked(pp, time.Now())
+		if len(pp.keys) > 0 {
+			k := pp.keys[0]
+			pp.keys[0] = nil
+			pp.keys = pp.keys[1:]
+			p.count--
+			p.hits.Add(1)
+			return k
+		}
 		pp.want = min(2*max(pp.want, 1), p.cfg.Size) // found empty: keep more
-		return nil
+		if waited || pp.filling == 0 {
+			break
+		}
+		ready := pp.ready
+		p.mu.Unlock()
+		t := time.NewTimer(fillWait)
+		select {
+		case <-ready:
+		case <-t.C:
+		}
+		t.Stop()
+		p.mu.Lock()
+		if p.pairs[pair] != pp {
+			break // dropped meanwhile
+		}
 	}
-	k := pp.keys[0]
-	pp.keys[0] = nil
-	pp.keys = pp.keys[1:]
-	p.count--
-	p.hits.Add(1)
-	return k
+	p.misses.Add(1)
+	return nil
 }
 
 // created notes a create answered on the pair (pooled or not): keys older
@@ -203,7 +229,7 @@ func (p *keyPool) created(pair poolPair, id ulid.ULID) {
 	}
 	pp := p.pairs[pair]
 	if pp == nil {
-		pp = &pairPool{want: 1}
+		pp = &pairPool{want: 1, ready: make(chan struct{})}
 		p.pairs[pair] = pp
 	}
 	if id.Compare(pp.done) > 0 {
@@ -366,7 +392,11 @@ func (p *keyPool) fill() {
 	if len(put) == 0 {
 		return
 	}
-	errs := st.PutKeys(ctx, put)
+	putKeys := st.PutKeys
+	if p.cfg.Atomic {
+		putKeys = st.PutKeysAtomic
+	}
+	errs := putKeys(ctx, put)
 	now := time.Now()
 	p.mu.Lock()
 	for i, k := range keys {
@@ -383,6 +413,12 @@ func (p *keyPool) fill() {
 			pp.keys = append(pp.keys, k)
 			p.count++
 			p.stored.Add(1)
+		}
+	}
+	for _, o := range orders {
+		if pp := p.pairs[o.pair]; pp != nil {
+			close(pp.ready) // wakes the creates waiting for these keys
+			pp.ready = make(chan struct{})
 		}
 	}
 	p.mu.Unlock()

@@ -52,6 +52,9 @@ type API struct {
 	// KeyPoolMaxAge is how long a pooled key may wait for its create
 	// (0 = the default, 2 s; tests shorten or lengthen it).
 	KeyPoolMaxAge time.Duration
+	// KeyPoolAtomic stores the pool's keys as atomic batches
+	// (VAULT_KEY_POOL_BATCH=atomic) instead of async publishes.
+	KeyPoolAtomic bool
 	Log           *slog.Logger
 	Tester        app.Tester // optional; default: the upstream MCP client
 	Now           func() time.Time
@@ -110,7 +113,7 @@ func (a *API) Run(ctx context.Context) error {
 	case a.KeyPool > 0:
 		v.KeyPool.Size = a.KeyPool
 	}
-	v.KeyPool.MaxAge = a.KeyPoolMaxAge
+	v.KeyPool.MaxAge, v.KeyPool.Atomic = a.KeyPoolMaxAge, a.KeyPoolAtomic
 	// Reads wait on the projector's announcements for this read model file.
 	stopWatch, err := eventstore.WatchApplied(nc, a.Stream, db.InstanceID(), v.Applied, v.ResyncApplied)
 	if err != nil {

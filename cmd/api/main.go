@@ -86,7 +86,7 @@ func run() error {
 	defer stop()
 	api := &service.API{
 		HTTPAddr: cfg.HTTPAddr, NATSURL: natsURL, NATSAuth: natsAuth, Stream: cfg.Stream, Replicas: cfg.Replicas, ReadModelPath: cfg.ReadModelPath,
-		Keys: keys, MasterKeys: kr, AllowPrivate: cfg.AllowPrivate, RateLimit: cfg.RateLimit, GroupCommit: cfg.GroupCommit, KeyPool: apiKeyPool(cfg.KeyPool), Log: log,
+		Keys: keys, MasterKeys: kr, AllowPrivate: cfg.AllowPrivate, RateLimit: cfg.RateLimit, GroupCommit: cfg.GroupCommit, KeyPool: apiKeyPool(cfg.KeyPool), KeyPoolAtomic: cfg.KeyPoolAtomic, Log: log,
 		MetricsAddr: cfg.MetricsAddr,
 		Limits:      app.Limits{ServersPerOwner: cfg.MaxServersPerOwner, CredentialsPerServer: cfg.MaxCredentialsPerServer},
 	}

@@ -45,6 +45,10 @@ type Config struct {
 	// KeyPool: VAULT_KEY_POOL, the data keys stored ahead per (owner, server)
 	// (default 16; 0 = off, every create stores its key inline).
 	KeyPool int
+	// KeyPoolAtomic: VAULT_KEY_POOL_BATCH=atomic stores the pool's keys as
+	// JetStream atomic batches; async (the default) as asynchronous
+	// publishes acknowledged together.
+	KeyPoolAtomic bool
 	// MetricsAddr (VAULT_METRICS_ADDR) serves /metrics and the detailed
 	// readiness on their own address; empty = on HTTPAddr.
 	MetricsAddr string
@@ -98,6 +102,13 @@ func Load() (Config, error) {
 	}
 	if c.KeyPool, err = strconv.Atoi(env("VAULT_KEY_POOL", "16")); err != nil || c.KeyPool < 0 || c.KeyPool > 1024 {
 		return c, fmt.Errorf("VAULT_KEY_POOL: want 0 (off) to 1024 keys per (owner, server)")
+	}
+	switch env("VAULT_KEY_POOL_BATCH", "async") {
+	case "async":
+	case "atomic":
+		c.KeyPoolAtomic = true
+	default:
+		return c, fmt.Errorf("VAULT_KEY_POOL_BATCH: want async or atomic")
 	}
 	if c.Replicas, err = strconv.Atoi(env("VAULT_NATS_REPLICAS", "1")); err != nil || c.Replicas < 1 || c.Replicas > 5 {
 		return c, fmt.Errorf("VAULT_NATS_REPLICAS: want 1 to 5")
