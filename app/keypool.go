@@ -72,6 +72,7 @@ type pooledKey struct {
 	pair poolPair
 	dek  []byte
 	kid  string
+	seq  uint64 // where the keys stream stored it (0: not known)
 	made time.Time
 	// taken is set by whoever uses or discards the key, once.
 	taken atomic.Bool
@@ -93,6 +94,13 @@ type pairPool struct {
 	used    time.Time     // the last create on this pair
 }
 
+// trashed is a key to destroy: by its sequence when known (one request),
+// else by its credential id.
+type trashed struct {
+	id  string
+	seq uint64
+}
+
 type keyPool struct {
 	v   *Vault
 	cfg KeyPoolConfig
@@ -106,7 +114,7 @@ type keyPool struct {
 	stop    chan struct{}
 	stopped chan struct{}
 	// trash holds keys to destroy (expired, dropped, failed stores).
-	trash []string
+	trash []trashed
 
 	// stats, for tests and the bench log
 	hits, misses, stored, destroyed atomic.Uint64
@@ -198,8 +206,8 @@ func (p *keyPool) take(pair poolPair) *pooledKey {
 			p.hits.Add(1)
 			return k
 		}
-		pp.want = min(2*max(pp.want, 1), p.cfg.Size) // found empty: keep more
 		if waited || pp.filling == 0 {
+			pp.want = min(pp.want+1, p.cfg.Size) // found empty: keep one more
 			break
 		}
 		ready := pp.ready
@@ -290,14 +298,14 @@ func (p *keyPool) trashLocked(k *pooledKey) {
 	if k.claim() {
 		seal.Wipe(k.dek)
 	}
-	p.trash = append(p.trash, k.credentialID())
+	p.trash = append(p.trash, trashed{k.credentialID(), k.seq})
 }
 
 // discard destroys a key handed out but not used (claimed by the caller).
 func (p *keyPool) discard(k *pooledKey) {
 	seal.Wipe(k.dek)
 	p.mu.Lock()
-	p.trash = append(p.trash, k.credentialID())
+	p.trash = append(p.trash, trashed{k.credentialID(), k.seq})
 	p.mu.Unlock()
 	select {
 	case p.wake <- struct{}{}:
@@ -396,12 +404,13 @@ func (p *keyPool) fill() {
 	if p.cfg.Atomic {
 		putKeys = st.PutKeysAtomic
 	}
-	errs := putKeys(ctx, put)
+	seqs, errs := putKeys(ctx, put)
 	now := time.Now()
 	p.mu.Lock()
 	for i, k := range keys {
 		pp := p.pairs[k.pair] // kept while it has keys being stored
 		pp.filling--
+		k.seq = seqs[i]
 		p.count--
 		switch {
 		case errs[i] != nil:
@@ -468,28 +477,44 @@ func (p *keyPool) wrap(ctx context.Context, st *eventstore.Store, o fillOrder) (
 	return keys, wrapped
 }
 
-// destroyTrash destroys the queued keys.
+// destroyConcurrency bounds the destructions in flight at once.
+const destroyConcurrency = 16
+
+// destroyTrash destroys the queued keys, several at once.
 func (p *keyPool) destroyTrash() {
 	p.mu.Lock()
-	ids := p.trash
+	keys := p.trash
 	p.trash = nil
 	p.mu.Unlock()
-	if len(ids) == 0 {
+	if len(keys) == 0 {
 		return
 	}
 	st := p.v.Store()
 	if st == nil {
 		return // the sweep takes them (no credential has their ids)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for _, id := range ids {
-		if err := st.DestroyKey(ctx, id); err != nil {
-			p.v.Log.Warn("destroying an unused pooled data key failed; the sweep will", "credential_id", id, "err", err)
-			continue
-		}
-		p.destroyed.Add(1)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, destroyConcurrency)
+	for _, k := range keys {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			var err error
+			if k.seq != 0 {
+				err = st.DestroyKeyVersion(ctx, k.seq)
+			} else {
+				err = st.DestroyKey(ctx, k.id)
+			}
+			if err != nil {
+				p.v.Log.Warn("destroying an unused pooled data key failed; the sweep will", "credential_id", k.id, "err", err)
+				return
+			}
+			p.destroyed.Add(1)
+		})
 	}
+	wg.Wait()
 }
 
 // createdOn tells the pool that a create was answered on the pair.

@@ -99,11 +99,13 @@ type NewKey struct {
 
 // PutKeys stores several wrapped data keys at once: asynchronous publishes
 // acknowledged together, so the lot costs about one round trip. It returns,
-// per key, nil when the key is certainly stored, or an error (not stored, or
-// outcome unknown: the caller must not rely on the key and must not hand its
-// credential id out). It does not retry: its callers (the data-key pool,
-// app/keypool.go) simply store other keys next time.
-func (s *Store) PutKeys(ctx context.Context, keys []NewKey) []error {
+// per key, its sequence in the keys stream (for DestroyKeyVersion) and nil when
+// the key is certainly stored, or an error (not stored, or outcome unknown:
+// the caller must not rely on the key and must not hand its credential id
+// out). It does not retry: its callers (the data-key pool, app/keypool.go)
+// simply store other keys next time.
+func (s *Store) PutKeys(ctx context.Context, keys []NewKey) ([]uint64, []error) {
+	seqs := make([]uint64, len(keys))
 	errs := make([]error, len(keys))
 	futures := make([]jetstream.PubAckFuture, len(keys))
 	for i, k := range keys {
@@ -123,6 +125,7 @@ func (s *Store) PutKeys(ctx context.Context, keys []NewKey) []error {
 		}
 		select {
 		case ack := <-f.Ok():
+			seqs[i] = ack.Sequence
 			if ack.Duplicate { // a fresh id is never a duplicate; do not trust it
 				errs[i] = fmt.Errorf("%w: duplicate key id", ErrUnknownOutcome)
 			}
@@ -132,14 +135,15 @@ func (s *Store) PutKeys(ctx context.Context, keys []NewKey) []error {
 			errs[i] = fmt.Errorf("%w: %v", ErrUnknownOutcome, ctx.Err())
 		}
 	}
-	return errs
+	return seqs, errs
 }
 
 // PutKeysAtomic stores several wrapped data keys as one JetStream atomic
 // batch: under sync_interval always the server writes the lot with one
 // fsync, instead of one per key. Its outcome is the same for every key:
 // all stored (nil errors), or not known to be stored (every error set).
-func (s *Store) PutKeysAtomic(ctx context.Context, keys []NewKey) []error {
+func (s *Store) PutKeysAtomic(ctx context.Context, keys []NewKey) ([]uint64, []error) {
+	seqs := make([]uint64, len(keys))
 	errs := make([]error, len(keys))
 	msgs := make([]*nats.Msg, len(keys))
 	for i, k := range keys {
@@ -154,10 +158,12 @@ func (s *Store) PutKeysAtomic(ctx context.Context, keys []NewKey) []error {
 	if err == nil && ack.BatchSize != uint64(len(msgs)) {
 		err = fmt.Errorf("batch of %d committed %d", len(msgs), ack.BatchSize)
 	}
-	if err != nil {
-		for i := range errs {
+	for i := range errs {
+		if err != nil {
 			errs[i] = fmt.Errorf("%w: %v", ErrUnknownOutcome, err)
+		} else {
+			seqs[i] = ack.Sequence - uint64(len(keys)-1-i)
 		}
 	}
-	return errs
+	return seqs, errs
 }

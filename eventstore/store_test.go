@@ -485,7 +485,8 @@ func TestPutKeyAfterDestroyWithinDedupWindow(t *testing.T) {
 	}
 }
 
-// PutKeys stores a group of keys with one wait for all acknowledgements.
+// PutKeys and PutKeysAtomic store a group of keys with one wait for all
+// acknowledgements and report each key's sequence.
 func TestPutKeys(t *testing.T) {
 	st := MustStore(t)
 	ctx := context.Background()
@@ -494,15 +495,35 @@ func TestPutKeys(t *testing.T) {
 		keys = append(keys, eventstore.NewKey{CredentialID: "mcp_cred_00000000000000000000000000000" + strconv.Itoa(100+i),
 			Wrapped: []byte(strconv.Itoa(i))})
 	}
-	for i, err := range st.PutKeys(ctx, keys) {
-		if err != nil {
-			t.Fatalf("key %d: %v", i, err)
+	for _, put := range []func(context.Context, []eventstore.NewKey) ([]uint64, []error){st.PutKeys, st.PutKeysAtomic} {
+		seqs, errs := put(ctx, keys)
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("key %d: %v", i, err)
+			}
 		}
-	}
-	for i, k := range keys {
-		got, err := st.GetKey(ctx, k.CredentialID)
-		if err != nil || string(got) != strconv.Itoa(i) {
-			t.Fatalf("key %d: %q, %v", i, got, err)
+		for i, k := range keys {
+			got, err := st.GetKey(ctx, k.CredentialID)
+			if err != nil || string(got) != strconv.Itoa(i) {
+				t.Fatalf("key %d: %q, %v", i, got, err)
+			}
+		}
+		// Each reported sequence is the key's: destroying it by sequence
+		// removes exactly that key.
+		if err := st.DestroyKeyVersion(ctx, seqs[7]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.GetKey(ctx, keys[7].CredentialID); !errors.Is(err, eventstore.ErrKeyNotFound) {
+			t.Fatalf("key 7 after destroying its sequence: %v", err)
+		}
+		for i, k := range keys {
+			if _, err := st.GetKey(ctx, k.CredentialID); i != 7 && err != nil {
+				t.Fatalf("key %d after destroying key 7: %v", i, err)
+			}
+		}
+		keys = keys[:len(keys)-1] // the second round stores new versions
+		for i := range keys {
+			keys[i].CredentialID += "0"
 		}
 	}
 }

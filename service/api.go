@@ -162,6 +162,7 @@ func (a *API) Run(ctx context.Context) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		newProjectorCollector(db))
 	registerBarrierMetrics(reg, v)
+	registerKeyPoolMetrics(reg, v)
 	m := metrics.New(reg)
 	v.Metrics = m
 	if v.Limits.Refused == nil {

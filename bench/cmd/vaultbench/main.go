@@ -305,6 +305,7 @@ func (b *bench) creates(ctx context.Context, bin string, conc int, warm, dur tim
 			b.logf("  closed loop, %d owners each on one server: %s", conc, cr.main)
 			cr.rotating = createClosed(ctx, v.URL, rot, true, warm, dur)
 			b.logf("  closed loop, %d owners each rotating over 8 servers: %s", conc, cr.rotating)
+			b.logf("  data-key pool so far: %s", poolStats(ctx, v.URL))
 			b.runs["create_"+mode] = cr.main
 			b.runs["create_"+mode+"_rotating"] = cr.rotating
 			if mode != "default" {
@@ -353,6 +354,7 @@ func (b *bench) creates(ctx context.Context, bin string, conc int, warm, dur tim
 			}
 			open70 = createOpen(ctx, v.URL, more, 0.7*maxRate, warm, dur)
 			b.logf("  open loop at 70%% of %.0f req/s: %s", maxRate, open70)
+			b.logf("  data-key pool so far: %s", poolStats(ctx, v.URL))
 			b.runs["create_default_open70"] = open70
 			eventSize, keySize, err = storedSizes(ctx, v.NATSURL)
 			return err
