@@ -67,7 +67,8 @@ func startVault(ctx context.Context, bin, dir, sync string, extra ...string) (*v
 	}
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "VAULT_") {
+		// VAULT_KEY_POOL* pass through, for A/B runs of the data-key pool.
+		if !strings.HasPrefix(kv, "VAULT_") || strings.HasPrefix(kv, "VAULT_KEY_POOL") {
 			env = append(env, kv)
 		}
 	}
