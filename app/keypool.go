@@ -50,7 +50,7 @@ type KeyPoolConfig struct {
 	// A pair's target grows from 1 when creates find its pool empty and
 	// shrinks when its keys expire unused.
 	Size int
-	// Total bounds the keys kept over all pairs (default 64 × Size).
+	// Total bounds the keys kept over all pairs (default 4096).
 	Total int
 	// MaxAge is how long a pooled key may wait for its create (default 2 s):
 	// its credential id carries the time it was made, and lists sort by id.
@@ -128,7 +128,7 @@ func (v *Vault) keyPool() *keyPool {
 	v.poolOnce.Do(func() {
 		cfg := v.KeyPool
 		if cfg.Total <= 0 {
-			cfg.Total = 64 * cfg.Size
+			cfg.Total = 4096
 		}
 		if cfg.MaxAge <= 0 {
 			cfg.MaxAge = 2 * time.Second
@@ -345,7 +345,7 @@ func (p *keyPool) expireAll() {
 }
 
 // fillBatch bounds the keys stored together.
-const fillBatch = 64
+const fillBatch = 256
 
 type fillOrder struct {
 	pair poolPair
@@ -384,8 +384,17 @@ func (p *keyPool) fill() {
 		gens []uint64
 		put  []eventstore.NewKey
 	)
-	for _, o := range orders {
-		made, wrapped := p.wrap(ctx, st, o)
+	// Each pair's keys are wrapped under its owner's key, which is read
+	// from the keys stream: the pairs' reads go in parallel.
+	made := make([][]*pooledKey, len(orders))
+	wrapped := make([][][]byte, len(orders))
+	var wg sync.WaitGroup
+	for i, o := range orders {
+		wg.Go(func() { made[i], wrapped[i] = p.wrap(ctx, st, o) })
+	}
+	wg.Wait()
+	for j, o := range orders {
+		made, wrapped := made[j], wrapped[j]
 		for i, k := range made {
 			keys, gens = append(keys, k), append(gens, o.gen)
 			put = append(put, eventstore.NewKey{CredentialID: k.credentialID(), Wrapped: wrapped[i]})
