@@ -46,8 +46,9 @@ type Config struct {
 	// (default 16; 0 = off, every create stores its key inline).
 	KeyPool int
 	// KeyPoolAtomic: VAULT_KEY_POOL_BATCH=atomic stores the pool's keys as
-	// JetStream atomic batches; async (the default) as asynchronous
-	// publishes acknowledged together.
+	// JetStream atomic batches (the default with VAULT_NATS_SYNC=always);
+	// async as asynchronous publishes acknowledged together (the default
+	// otherwise).
 	KeyPoolAtomic bool
 	// MetricsAddr (VAULT_METRICS_ADDR) serves /metrics and the detailed
 	// readiness on their own address; empty = on HTTPAddr.
@@ -103,7 +104,13 @@ func Load() (Config, error) {
 	if c.KeyPool, err = strconv.Atoi(env("VAULT_KEY_POOL", "16")); err != nil || c.KeyPool < 0 || c.KeyPool > 1024 {
 		return c, fmt.Errorf("VAULT_KEY_POOL: want 0 (off) to 1024 keys per (owner, server)")
 	}
-	switch env("VAULT_KEY_POOL_BATCH", "async") {
+	// Atomic batches share one fsync: measured worth it when every write
+	// is fsynced (docs/benchmarks.md), not otherwise (each batch is staged).
+	defaultBatch := "async"
+	if c.NATSSync == "always" {
+		defaultBatch = "atomic"
+	}
+	switch env("VAULT_KEY_POOL_BATCH", defaultBatch) {
 	case "async":
 	case "atomic":
 		c.KeyPoolAtomic = true
