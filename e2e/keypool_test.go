@@ -78,7 +78,15 @@ func kpCreate(tb testing.TB, env *vaulttest.Env, user, serverID, token string, h
 // with its key; an idempotent create records the pooled id and its retry
 // answers the same credential.
 func TestCreatesTakePooledKeys(t *testing.T) {
-	env := vaulttest.MustStart(t, vaulttest.Options{AllowPrivate: true, KeyPoolMaxAge: time.Minute})
+	for _, atomic := range []bool{false, true} {
+		t.Run(map[bool]string{false: "async", true: "atomic"}[atomic], func(t *testing.T) {
+			kpCreatesTakePooledKeys(t, vaulttest.Options{AllowPrivate: true, KeyPoolMaxAge: time.Minute, KeyPoolAtomic: atomic, SyncAlways: atomic})
+		})
+	}
+}
+
+func kpCreatesTakePooledKeys(t *testing.T, opts vaulttest.Options) {
+	env := vaulttest.MustStart(t, opts)
 	up := ocStartUpstream(t)
 	s := tsCreateServer(t, env, up.URL, nil)
 	order := []string{ocID(kpCreate(t, env, "", s, up.token("first"), nil))} // inline: the pair has no pool yet
