@@ -94,9 +94,14 @@ func (v *Vault) createCredential(ctx context.Context, st *eventstore.Store, in I
 			err = domain.ErrConflict
 		}
 		// The event is certainly not stored (refused, or never taken) —
-		// unless its outcome is unknown: then the key must stay.
+		// unless its outcome is unknown: then the key must stay. The key is
+		// destroyed before the answer (a retry must not find it and reuse it
+		// after its destruction), within what is left of the write's time:
+		// with the stream gone (its key pooled, nothing else failed before
+		// the append) the answer must not wait for it. A key left behind is
+		// an orphan that a retry reuses or the sweep destroys.
 		if n.NeedsSeal && !errors.Is(err, ErrOutcomeUnknown) {
-			v.shred(ctx, id)
+			v.shredWithin(ctx, id)
 		}
 		return domain.Credential{}, Written{}, err
 	}
@@ -276,6 +281,21 @@ func (v *Vault) shred(ctx context.Context, credentialIDs ...string) {
 	for _, id := range credentialIDs {
 		if err := st.DestroyKey(ctx, id); err != nil {
 			v.Log.Warn("destroying data key failed; the projector will retry", "credential_id", id, "err", err)
+		}
+	}
+}
+
+// shredWithin destroys data keys within ctx's deadline (a write's), not a
+// fresh one; a failure is logged.
+func (v *Vault) shredWithin(ctx context.Context, credentialIDs ...string) {
+	st := v.Store()
+	if st == nil {
+		return
+	}
+	for _, id := range credentialIDs {
+		if err := st.DestroyKey(ctx, id); err != nil {
+			v.Log.Warn("destroying the data key of a create that was not stored failed; a retry reuses it, or the sweep destroys it",
+				"credential_id", id, "err", err)
 		}
 	}
 }

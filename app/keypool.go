@@ -185,7 +185,7 @@ func (v *Vault) DiscardIntent(in Intent) {
 
 // fillWait bounds how long a create waits for keys being stored for its
 // pair when the pool is empty.
-const fillWait = 20 * time.Millisecond
+const fillWait = 5 * time.Millisecond
 
 // take removes and returns the pair's oldest usable key, or nil. When the
 // pair's pool is empty while keys are being stored for it, it waits for
