@@ -22,6 +22,12 @@ import (
 // only the server's own writes change); a create racing the deletion of its
 // server is either stored before it — and deleted with it — or refused 404.
 func (v *Vault) CreateCredential(ctx context.Context, in Intent, owner events.Owner, serverID string, input domain.CredentialInput) (domain.Credential, Written, error) {
+	// A pooled key the create does not use (it never appends, or its
+	// credential needs no key) is destroyed; a used one is the create's.
+	defer v.DiscardIntent(in)
+	if in.key != nil && (in.key.pair != (poolPair{owner, serverID}) || in.key.id != in.ID) {
+		return domain.Credential{}, Written{}, errors.New("app: the intent's pooled key is another create's")
+	}
 	if !domain.ValidServerID(serverID) {
 		return domain.Credential{}, Written{}, domain.ErrServerNotFound
 	}
@@ -76,6 +82,7 @@ func (v *Vault) createCredential(ctx context.Context, st *eventstore.Store, in I
 		case err == nil:
 			c.Version = seq
 			v.state().creds.put(id, c)
+			v.createdOn(owner, serverID, in.ID) // tops up the pair's key pool
 			return c, Written{Seq: seq}, nil
 		case errors.Is(err, errRetry) && attempt < retries:
 			// The server changed: if it still exists, expect its new version.
@@ -87,18 +94,24 @@ func (v *Vault) createCredential(ctx context.Context, st *eventstore.Store, in I
 			err = domain.ErrConflict
 		}
 		// The event is certainly not stored (refused, or never taken) —
-		// unless its outcome is unknown: then the key must stay.
+		// unless its outcome is unknown: then the key must stay. The key is
+		// destroyed before the answer (a retry must not find it and reuse it
+		// after its destruction), within what is left of the write's time:
+		// with the stream gone (its key pooled, nothing else failed before
+		// the append) the answer must not wait for it. A key left behind is
+		// an orphan that a retry reuses or the sweep destroys.
 		if n.NeedsSeal && !errors.Is(err, ErrOutcomeUnknown) {
-			v.shred(ctx, id)
+			v.shredWithin(ctx, id)
 		}
 		return domain.Credential{}, Written{}, err
 	}
 }
 
 // sealSecret seals the new credential's secret under its data key, which
-// it stores (wrapped) in the keys stream first. A credential id has one data
-// key: an attempt that may follow an earlier one reuses the key that one
-// stored, if any, instead of replacing it.
+// is stored (wrapped) in the keys stream before the event: taken from the
+// pool, where it is stored already (app/keypool.go), or stored here. A
+// credential id has one data key: an attempt that may follow an earlier one
+// reuses the key that one stored, if any, instead of replacing it.
 func (v *Vault) sealSecret(ctx context.Context, st *eventstore.Store, in Intent, n domain.NewCredential) (*events.Sealed, error) {
 	b := seal.Binding{CredentialID: n.Record.AggregateID, ServerID: n.Record.ServerID, Owner: n.Record.Owner}
 	var (
@@ -117,6 +130,9 @@ func (v *Vault) sealSecret(ctx context.Context, st *eventstore.Store, in Intent,
 		case !errors.Is(err, eventstore.ErrKeyNotFound):
 			return nil, ErrUnavailable
 		}
+	}
+	if dek == nil && in.key.claim() { // stored ahead, bound to this id, server and owner
+		dek, kid = in.key.dek, in.key.kid
 	}
 	if dek == nil {
 		var w seal.WrappedKey
@@ -265,6 +281,21 @@ func (v *Vault) shred(ctx context.Context, credentialIDs ...string) {
 	for _, id := range credentialIDs {
 		if err := st.DestroyKey(ctx, id); err != nil {
 			v.Log.Warn("destroying data key failed; the projector will retry", "credential_id", id, "err", err)
+		}
+	}
+}
+
+// shredWithin destroys data keys within ctx's deadline (a write's), not a
+// fresh one; a failure is logged.
+func (v *Vault) shredWithin(ctx context.Context, credentialIDs ...string) {
+	st := v.Store()
+	if st == nil {
+		return
+	}
+	for _, id := range credentialIDs {
+		if err := st.DestroyKey(ctx, id); err != nil {
+			v.Log.Warn("destroying the data key of a create that was not stored failed; a retry reuses it, or the sweep destroys it",
+				"credential_id", id, "err", err)
 		}
 	}
 }

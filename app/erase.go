@@ -73,9 +73,11 @@ func (v *Vault) EraseOwner(ctx context.Context, owner events.Owner) (Erased, err
 		out.Written = Written{Seq: seq}
 		break
 	}
+	v.dropKeys(owner, "") // pooled keys are wrapped under the owner key
 	if err := st.DestroyOwnerKey(wctx, out.OwnerKeyID); err != nil {
 		v.Log.Warn("destroying an owner key failed; erase again", "owner_key_id", out.OwnerKeyID, "err", err)
 		return Erased{}, ErrUnavailable
 	}
+	v.dropKeys(owner, "") // and those a fill wrapped meanwhile
 	return out, nil
 }

@@ -62,6 +62,22 @@ type IdemTicket struct {
 // request (method, path and body); keys are scoped per owner. ttl is how
 // long the attempt may run before a retry may take it over.
 func (v *Vault) BeginIdempotent(ctx context.Context, owner events.Owner, key string, ttl time.Duration, request ...[]byte) (IdemOutcome, *IdemAnswer, IdemTicket, error) {
+	return v.BeginIdempotentWith(ctx, owner, key, ttl, v.NewIntent(), request...)
+}
+
+// BeginIdempotentWith is BeginIdempotent with the intent a first attempt
+// records (a credential create's comes from NewCreateIntent). When that
+// intent does not proceed (a replay, a conflict, a take-over of an earlier
+// attempt, an error), its pooled key is discarded; when it proceeds, the
+// caller discards it after the request (DiscardIntent is a no-op once the
+// create used it).
+func (v *Vault) BeginIdempotentWith(ctx context.Context, owner events.Owner, key string, ttl time.Duration, in Intent,
+	request ...[]byte) (outcome IdemOutcome, prev *IdemAnswer, t IdemTicket, err error) {
+	defer func() {
+		if outcome != IdemProceed || err != nil || t.Intent.key != in.key {
+			v.DiscardIntent(in)
+		}
+	}()
 	st := v.Store()
 	if st == nil {
 		return 0, nil, IdemTicket{}, ErrUnavailable
@@ -75,8 +91,7 @@ func (v *Vault) BeginIdempotent(ctx context.Context, owner events.Owner, key str
 	defer cancel()
 	sum := sha256.Sum256([]byte(owner.Key() + "\x00" + key))
 	now := time.Now().UTC()
-	in := v.NewIntent()
-	t := IdemTicket{key: hex.EncodeToString(sum[:]), Intent: in, rec: IdemAnswer{
+	t = IdemTicket{key: hex.EncodeToString(sum[:]), Intent: in, rec: IdemAnswer{
 		State: "pending", KID: v.Keys.ActiveKID(), Fingerprint: v.Keys.Fingerprint(request...),
 		StartedAt: now, Deadline: now.Add(ttl), ID: in.ID.String(), EventID: in.EventID}}
 	for attempt := 0; attempt < 3; attempt++ {

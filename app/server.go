@@ -82,6 +82,7 @@ func (v *Vault) DeleteServer(ctx context.Context, in Intent, owner events.Owner,
 	if err == nil {
 		v.releaseSlot(ctx, v.serverSlot(owner))
 		v.forgetSlot(ctx, v.credentialSlot(owner, id))
+		v.dropKeys(owner, id)
 	}
 	return w, err
 }

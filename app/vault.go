@@ -66,6 +66,9 @@ type Vault struct {
 	links   linkCache // app/sign.go
 	// Limits are the operator caps (see limits.go); zero = off.
 	Limits Limits
+	// KeyPool pre-stores data keys so that a create is one durable publish
+	// (app/keypool.go); zero Size = off.
+	KeyPool KeyPoolConfig
 	// Metrics receives the write path's series (publish latency, held
 	// aggregates); nil is a no-op.
 	Metrics *metrics.Metrics
@@ -78,7 +81,9 @@ type Vault struct {
 		sync.Mutex
 		src *ulid.MonotonicEntropy
 	}
-	proxy proxyState // MCP endpoint: use queue and approvals (app/use.go, app/proxy.go)
+	poolOnce sync.Once
+	pool     *keyPool
+	proxy    proxyState // MCP endpoint: use queue and approvals (app/use.go, app/proxy.go)
 }
 
 // SetStore makes the stream available (it may be bound after start-up).

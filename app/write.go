@@ -27,6 +27,9 @@ type Intent struct {
 	// Since is when an earlier attempt of this write began, if there was
 	// one that may have stored its event; zero for a first attempt.
 	Since time.Time
+	// key is the stored data key of ID, for a create's first attempt that
+	// took one from the pool (NewCreateIntent).
+	key *pooledKey
 }
 
 // NewIntent returns the intent of a first attempt.

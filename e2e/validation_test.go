@@ -140,7 +140,10 @@ func valTake(tb testing.TB, env *vaulttest.Env, st func() apiStored, srv, cred s
 }
 
 func TestValidation(t *testing.T) {
-	env := vaulttest.MustStart(t, vaulttest.Options{})
+	// The data-key pool off: it stores and destroys keys in the background
+	// (and a refused create discards the key its intent took), which would
+	// change the keys stream this test watches for writes.
+	env := vaulttest.MustStart(t, vaulttest.Options{KeyPool: -1})
 	store := apiMustStore(t, env)
 	srv := apiMustCreateServer(t, env, apiCallerA, nil)["id"].(string)
 	cred := apiMustCreateCredential(t, env, apiCallerA, srv, map[string]any{"name": "fixture", "bearer_token": "fixture-token-1234"})["id"].(string)

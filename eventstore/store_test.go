@@ -461,3 +461,69 @@ func vaulttestEventually(tb testing.TB, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// JetStream remembers a message id for its deduplication window even after
+// the message is destroyed: a key stored, destroyed and stored again under
+// the same credential id (a retry of a create that certainly failed) must
+// really be stored, not acknowledged as a duplicate.
+func TestPutKeyAfterDestroyWithinDedupWindow(t *testing.T) {
+	st := MustStore(t)
+	ctx := context.Background()
+	const id = "mcp_cred_0000000000000000000000000000abcd"
+	if err := st.PutKey(ctx, id, []byte(`{"v":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DestroyKey(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.PutKey(ctx, id, []byte(`{"v":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	got, err := st.GetKey(ctx, id)
+	if err != nil || string(got) != `{"v":2}` {
+		t.Fatalf("key after destroy and put again: %q, %v", got, err)
+	}
+}
+
+// PutKeys and PutKeysAtomic store a group of keys with one wait for all
+// acknowledgements and report each key's sequence.
+func TestPutKeys(t *testing.T) {
+	st := MustStore(t)
+	ctx := context.Background()
+	var keys []eventstore.NewKey
+	for i := range 40 {
+		keys = append(keys, eventstore.NewKey{CredentialID: "mcp_cred_00000000000000000000000000000" + strconv.Itoa(100+i),
+			Wrapped: []byte(strconv.Itoa(i))})
+	}
+	for _, put := range []func(context.Context, []eventstore.NewKey) ([]uint64, []error){st.PutKeys, st.PutKeysAtomic} {
+		seqs, errs := put(ctx, keys)
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("key %d: %v", i, err)
+			}
+		}
+		for i, k := range keys {
+			got, err := st.GetKey(ctx, k.CredentialID)
+			if err != nil || string(got) != strconv.Itoa(i) {
+				t.Fatalf("key %d: %q, %v", i, got, err)
+			}
+		}
+		// Each reported sequence is the key's: destroying it by sequence
+		// removes exactly that key.
+		if err := st.DestroyKeyVersion(ctx, seqs[7]); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.GetKey(ctx, keys[7].CredentialID); !errors.Is(err, eventstore.ErrKeyNotFound) {
+			t.Fatalf("key 7 after destroying its sequence: %v", err)
+		}
+		for i, k := range keys {
+			if _, err := st.GetKey(ctx, k.CredentialID); i != 7 && err != nil {
+				t.Fatalf("key %d after destroying key 7: %v", i, err)
+			}
+		}
+		keys = keys[:len(keys)-1] // the second round stores new versions
+		for i := range keys {
+			keys[i].CredentialID += "0"
+		}
+	}
+}

@@ -42,7 +42,16 @@ func (s *Store) ListKeys(ctx context.Context) ([]StoredKey, error) {
 	prefix := s.cfg.keySubject("")
 	var out []StoredKey
 	for {
-		m, err := it.Next(jetstream.NextContext(ctx))
+		// Keys destroyed while the walk runs (the data-key pool destroys
+		// unused ones all the time) may be the ones NumPending still
+		// counted: a walk that waits a while for nothing ends with what it
+		// has (a key it missed is swept next time).
+		nctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		m, err := it.Next(jetstream.NextContext(nctx))
+		cancel()
+		if err != nil && ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+			return out, nil
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 		}

@@ -108,7 +108,7 @@ func (h *Handler) Routes() http.Handler {
 	api.GET("/servers/:server_id", h.getServer)
 	api.POST("/servers/:server_id", h.idempotent, h.updateServer)
 	api.DELETE("/servers/:server_id", h.deleteServer)
-	api.POST("/servers/:server_id/credentials", h.idempotent, h.createCredential)
+	api.POST("/servers/:server_id/credentials", h.idempotentCreate, h.createCredential)
 	api.GET("/servers/:server_id/credentials", h.listCredentials)
 	api.GET("/servers/:server_id/credentials/:credential_id", h.getCredential)
 	api.POST("/servers/:server_id/credentials/:credential_id/revoke", h.idempotent, h.revokeCredential)

@@ -61,6 +61,17 @@ func attemptTTL(c *gin.Context) time.Duration {
 // the stream. Another request under the key gets 422; a request while an
 // attempt is really running gets 409.
 func (h *Handler) idempotent(c *gin.Context) {
+	h.idempotentWith(c, h.Vault.NewIntent)
+}
+
+// idempotentCreate is idempotent for credential creates: the intent a first
+// attempt records takes its credential id from the server's data-key pool
+// (app/keypool.go), so that a retry finds the create by that id.
+func (h *Handler) idempotentCreate(c *gin.Context) {
+	h.idempotentWith(c, func() app.Intent { return h.Vault.NewCreateIntent(owner(c), c.Param("server_id")) })
+}
+
+func (h *Handler) idempotentWith(c *gin.Context, newIntent func() app.Intent) {
 	vals, present := c.Request.Header["Idempotency-Key"]
 	if !present {
 		c.Next()
@@ -80,7 +91,7 @@ func (h *Handler) idempotent(c *gin.Context) {
 	}
 	c.Set(bodyKey, body)
 	ctx := c.Request.Context()
-	outcome, prev, ticket, err := h.Vault.BeginIdempotent(ctx, owner(c), key, attemptTTL(c),
+	outcome, prev, ticket, err := h.Vault.BeginIdempotentWith(ctx, owner(c), key, attemptTTL(c), newIntent(),
 		[]byte(c.Request.Method), []byte(c.Request.URL.Path), body)
 	if err != nil {
 		h.fail(c, err)
@@ -105,6 +116,7 @@ func (h *Handler) idempotent(c *gin.Context) {
 		return
 	}
 	c.Set(intentKey, ticket.Intent)
+	defer h.Vault.DiscardIntent(ticket.Intent) // a pooled key the request did not use
 	rec := &held{ResponseWriter: c.Writer, status: http.StatusOK}
 	c.Writer = rec
 	defer func() {
@@ -134,6 +146,14 @@ func (h *Handler) intent(c *gin.Context) app.Intent {
 		return v.(app.Intent)
 	}
 	return h.Vault.NewIntent()
+}
+
+// createIntent is intent for a credential create on the route's server.
+func (h *Handler) createIntent(c *gin.Context) app.Intent {
+	if v, ok := c.Get(intentKey); ok {
+		return v.(app.Intent)
+	}
+	return h.Vault.NewCreateIntent(owner(c), c.Param("server_id"))
 }
 
 // written sets the X-Vault-Sequence of a write's answer.

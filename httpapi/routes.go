@@ -107,7 +107,7 @@ func (h *Handler) createCredential(c *gin.Context) {
 		h.fail(c, err)
 		return
 	}
-	cred, w, err := h.Vault.CreateCredential(c.Request.Context(), h.intent(c), owner(c), c.Param("server_id"), in)
+	cred, w, err := h.Vault.CreateCredential(c.Request.Context(), h.createIntent(c), owner(c), c.Param("server_id"), in)
 	if err != nil {
 		h.fail(c, err)
 		return

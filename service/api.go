@@ -45,9 +45,19 @@ type API struct {
 	// GroupCommit commits concurrent writes together as JetStream atomic
 	// batches (worth it when every write is fsynced; see eventstore).
 	GroupCommit bool
-	Log         *slog.Logger
-	Tester      app.Tester // optional; default: the upstream MCP client
-	Now         func() time.Time
+	// KeyPool bounds the data keys stored ahead per (owner, server) so that
+	// a create is one durable publish (app/keypool.go): 0 = the default
+	// (16), negative = off (VAULT_KEY_POOL=0).
+	KeyPool int
+	// KeyPoolMaxAge is how long a pooled key may wait for its create
+	// (0 = the default, 2 s; tests shorten or lengthen it).
+	KeyPoolMaxAge time.Duration
+	// KeyPoolAtomic stores the pool's keys as atomic batches
+	// (VAULT_KEY_POOL_BATCH=atomic) instead of async publishes.
+	KeyPoolAtomic bool
+	Log           *slog.Logger
+	Tester        app.Tester // optional; default: the upstream MCP client
+	Now           func() time.Time
 	// Expiry configures this replica's expiry scheduler (service/expiry.go;
 	// Vault and Log are filled in by Run). No scheduler runs while
 	// Expiry.Holder is empty.
@@ -67,6 +77,10 @@ type API struct {
 	// VAULT_MAX_CREDENTIALS_PER_SERVER); zero = off.
 	Limits app.Limits
 }
+
+// DefaultKeyPool is the default bound of data keys stored ahead per (owner,
+// server) pair (VAULT_KEY_POOL).
+const DefaultKeyPool = 16
 
 // Run serves until ctx ends, then shuts down gracefully.
 func (a *API) Run(ctx context.Context) error {
@@ -93,6 +107,13 @@ func (a *API) Run(ctx context.Context) error {
 		tester = newUpstreamTester(a.AllowPrivate)
 	}
 	v := &app.Vault{DB: db, Keys: a.MasterKeys, Log: a.Log, Now: a.Now, Tester: tester, Limits: a.Limits, Audit: a.AuditKeys, UnsignedUntil: a.UnsignedUntil}
+	switch {
+	case a.KeyPool == 0:
+		v.KeyPool.Size = DefaultKeyPool
+	case a.KeyPool > 0:
+		v.KeyPool.Size = a.KeyPool
+	}
+	v.KeyPool.MaxAge, v.KeyPool.Atomic = a.KeyPoolMaxAge, a.KeyPoolAtomic
 	// Reads wait on the projector's announcements for this read model file.
 	stopWatch, err := eventstore.WatchApplied(nc, a.Stream, db.InstanceID(), v.Applied, v.ResyncApplied)
 	if err != nil {
@@ -104,6 +125,9 @@ func (a *API) Run(ctx context.Context) error {
 			st.Close()
 		}
 	}()
+	// Runs after the HTTP server's shutdown (no create running), before the
+	// store closes: the pool's unused keys are destroyed.
+	defer v.CloseKeyPool()
 	bindCtx, stopBind := context.WithCancel(ctx)
 	defer stopBind()
 	go func() {
@@ -139,6 +163,7 @@ func (a *API) Run(ctx context.Context) error {
 		newProjectorCollector(db))
 	registerBarrierMetrics(reg, v)
 	registerProxyMetrics(reg, proxy)
+	registerKeyPoolMetrics(reg, v)
 	m := metrics.New(reg)
 	v.Metrics = m
 	if v.Limits.Refused == nil {

@@ -44,3 +44,23 @@ func registerProxyMetrics(reg prometheus.Registerer, p *mcpproxy.Proxy) {
 			}))
 	}
 }
+
+// registerKeyPoolMetrics exports the data-key pool's counters (app/keypool.go).
+func registerKeyPoolMetrics(reg prometheus.Registerer, v *app.Vault) {
+	counter := func(name, help string, get func(app.KeyPoolStats) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "vault_key_pool_" + name + "_total", Help: help},
+			func() float64 { return float64(get(v.KeyPoolStats())) })
+	}
+	reg.MustRegister(
+		counter("hits", "Credential creates that took a data key stored ahead (no key publish on their path).",
+			func(s app.KeyPoolStats) uint64 { return s.Hits }),
+		counter("misses", "Credential creates that stored their data key inline.",
+			func(s app.KeyPoolStats) uint64 { return s.Misses }),
+		counter("stored", "Data keys stored ahead into the pool.",
+			func(s app.KeyPoolStats) uint64 { return s.Stored }),
+		counter("destroyed", "Pooled data keys destroyed unused (expired, dropped, at shutdown).",
+			func(s app.KeyPoolStats) uint64 { return s.Destroyed }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "vault_key_pool_keys", Help: "Data keys in the pool and being stored."},
+			func() float64 { return float64(v.KeyPoolStats().Pooled) }),
+	)
+}

@@ -86,7 +86,7 @@ func run() error {
 	defer stop()
 	api := &service.API{
 		HTTPAddr: cfg.HTTPAddr, NATSURL: natsURL, NATSAuth: natsAuth, Stream: cfg.Stream, Replicas: cfg.Replicas, ReadModelPath: cfg.ReadModelPath,
-		Keys: keys, MasterKeys: kr, AllowPrivate: cfg.AllowPrivate, RateLimit: cfg.RateLimit, GroupCommit: cfg.GroupCommit, Log: log,
+		Keys: keys, MasterKeys: kr, AllowPrivate: cfg.AllowPrivate, RateLimit: cfg.RateLimit, GroupCommit: cfg.GroupCommit, KeyPool: apiKeyPool(cfg.KeyPool), KeyPoolAtomic: cfg.KeyPoolAtomic, Log: log,
 		MetricsAddr: cfg.MetricsAddr,
 		Limits:      app.Limits{ServersPerOwner: cfg.MaxServersPerOwner, CredentialsPerServer: cfg.MaxCredentialsPerServer},
 	}
@@ -96,4 +96,13 @@ func run() error {
 	}
 	api.Expiry = service.Expiry{Lead: lead, Interval: interval, Holder: fmt.Sprintf("%s/%d", host, os.Getpid())}
 	return api.Run(ctx)
+}
+
+// apiKeyPool maps VAULT_KEY_POOL (0 = off) to service.API.KeyPool (0 = the
+// default, negative = off).
+func apiKeyPool(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

@@ -46,7 +46,12 @@ type Options struct {
 	SyncAlways   bool
 	// GroupCommit turns on group commit (off by default, as under make run).
 	GroupCommit bool
-	Now         func() time.Time
+	// KeyPool and KeyPoolMaxAge are service.API's (0: the defaults; a
+	// negative KeyPool turns the data-key pool off).
+	KeyPool       int
+	KeyPoolMaxAge time.Duration
+	KeyPoolAtomic bool
+	Now           func() time.Time
 	// APINATS, when set, is given the NATS server's host:port on every
 	// StartAPI and returns the host:port the API dials instead (a
 	// faultnet proxy in between, for tests that lose the stream's answers).
@@ -258,8 +263,8 @@ func (e *Env) StartAPI() {
 	a := &service.API{Listener: ln, NATSURL: natsURL, Stream: e.Stream, ReadModelPath: e.ReadModel,
 		Keys:       []httpapi.APIKey{{Account: "acct_a", Key: KeyA}, {Account: "acct_b", Key: KeyB}},
 		MasterKeys: e.Keyring, AuditKeys: e.AuditKeys, UnsignedUntil: e.unsignedUntil(), AllowPrivate: e.opts.AllowPrivate, RateLimit: e.opts.RateLimit,
-		GroupCommit: e.opts.GroupCommit,
-		Log:         e.Logger("api"), Tester: e.opts.Tester, Now: e.opts.Now, MCP: e.opts.MCP,
+		GroupCommit: e.opts.GroupCommit, KeyPool: e.opts.KeyPool, KeyPoolMaxAge: e.opts.KeyPoolMaxAge, KeyPoolAtomic: e.opts.KeyPoolAtomic,
+		Log: e.Logger("api"), Tester: e.opts.Tester, Now: e.opts.Now, MCP: e.opts.MCP,
 		MetricsListener: metricsLn, Timeouts: e.opts.Timeouts, MaxHeaderBytes: e.opts.MaxHeaderBytes, Limits: e.opts.Limits}
 	e.api = start(a.Run)
 	e.WaitReady()

@@ -51,7 +51,9 @@ func startInProcess(ctx context.Context, dir string, syncAlways bool) (*inProces
 	go func() {
 		p.done <- (&service.API{Listener: ln, NATSURL: url, Stream: "VAULT", ReadModelPath: rm,
 			Keys: []httpapi.APIKey{{Account: benchAccount, Key: benchKey}}, MasterKeys: kr, Log: quiet,
-			AllowPrivate: true}).Run(rctx) // the proxy phase's upstream is on loopback
+			AllowPrivate: true, KeyPool: profileKeyPool(), KeyPoolAtomic: os.Getenv("VAULT_KEY_POOL_BATCH") == "atomic",
+			GroupCommit: os.Getenv("VAULT_GROUP_COMMIT") == "true",
+		}).Run(rctx) // the proxy phase's upstream is on loopback
 	}()
 	v := &vaultProc{URL: p.URL, exited: make(chan error, 1)}
 	if err := v.waitReady(ctx, 30*time.Second, 0); err != nil {
@@ -211,4 +213,19 @@ func profileReads(ctx context.Context, tmp, prefix string, conc int, dur time.Du
 		}
 	}
 	return out, nil
+}
+
+// profileKeyPool is VAULT_KEY_POOL for the in-process vault, as bin/api
+// reads it (unset: the default; 0: off), so that profiles can compare.
+func profileKeyPool() int {
+	switch v := os.Getenv("VAULT_KEY_POOL"); v {
+	case "":
+		return 0
+	case "0":
+		return -1
+	default:
+		var n int
+		fmt.Sscan(v, &n)
+		return n
+	}
 }

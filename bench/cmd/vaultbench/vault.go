@@ -67,7 +67,8 @@ func startVault(ctx context.Context, bin, dir, sync string, extra ...string) (*v
 	}
 	var env []string
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "VAULT_") {
+		// VAULT_KEY_POOL* pass through, for A/B runs of the data-key pool.
+		if !strings.HasPrefix(kv, "VAULT_") || strings.HasPrefix(kv, "VAULT_KEY_POOL") {
 			env = append(env, kv)
 		}
 	}
@@ -231,4 +232,30 @@ func callWith(ctx context.Context, base, method, path, user string, body []byte,
 		return json.Unmarshal(b, out)
 	}
 	return nil
+}
+
+// poolStats returns the data-key pool's counters of a vault (its /metrics
+// lines vault_key_pool_*), for the log: how many creates took a stored key.
+func poolStats(ctx context.Context, baseURL string) string {
+	req, err := http.NewRequestWithContext(ctx, "GET", baseURL+"/metrics", nil)
+	if err != nil {
+		return err.Error()
+	}
+	req.Header.Set("Authorization", "Bearer "+benchKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var out []string
+	for _, line := range strings.Split(string(body), "\n") {
+		if name, ok := strings.CutPrefix(line, "vault_key_pool_"); ok {
+			out = append(out, name)
+		}
+	}
+	if len(out) == 0 {
+		return fmt.Sprintf("no vault_key_pool_* series (HTTP %d)", resp.StatusCode)
+	}
+	return strings.Join(out, ", ")
 }

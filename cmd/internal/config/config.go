@@ -42,6 +42,14 @@ type Config struct {
 	// GroupCommit: VAULT_GROUP_COMMIT (default off: measured no faster
 	// with nats-server 2.15.2, see docs/benchmarks.md).
 	GroupCommit bool
+	// KeyPool: VAULT_KEY_POOL, the data keys stored ahead per (owner, server)
+	// (default 16; 0 = off, every create stores its key inline).
+	KeyPool int
+	// KeyPoolAtomic: VAULT_KEY_POOL_BATCH=atomic stores the pool's keys as
+	// JetStream atomic batches (the default with VAULT_NATS_SYNC=always);
+	// async as asynchronous publishes acknowledged together (the default
+	// otherwise).
+	KeyPoolAtomic bool
 	// MetricsAddr (VAULT_METRICS_ADDR) serves /metrics and the detailed
 	// readiness on their own address; empty = on HTTPAddr.
 	MetricsAddr string
@@ -92,6 +100,22 @@ func Load() (Config, error) {
 	}
 	if c.GroupCommit, err = strconv.ParseBool(env("VAULT_GROUP_COMMIT", "false")); err != nil {
 		return c, fmt.Errorf("VAULT_GROUP_COMMIT: want true or false")
+	}
+	if c.KeyPool, err = strconv.Atoi(env("VAULT_KEY_POOL", "16")); err != nil || c.KeyPool < 0 || c.KeyPool > 1024 {
+		return c, fmt.Errorf("VAULT_KEY_POOL: want 0 (off) to 1024 keys per (owner, server)")
+	}
+	// Atomic batches share one fsync: measured worth it when every write
+	// is fsynced (docs/benchmarks.md), not otherwise (each batch is staged).
+	defaultBatch := "async"
+	if c.NATSSync == "always" {
+		defaultBatch = "atomic"
+	}
+	switch env("VAULT_KEY_POOL_BATCH", defaultBatch) {
+	case "async":
+	case "atomic":
+		c.KeyPoolAtomic = true
+	default:
+		return c, fmt.Errorf("VAULT_KEY_POOL_BATCH: want async or atomic")
 	}
 	if c.Replicas, err = strconv.Atoi(env("VAULT_NATS_REPLICAS", "1")); err != nil || c.Replicas < 1 || c.Replicas > 5 {
 		return c, fmt.Errorf("VAULT_NATS_REPLICAS: want 1 to 5")

@@ -75,3 +75,31 @@ func TestDevKeysGeneratedOnceWithMode0600(t *testing.T) {
 		}
 	}
 }
+
+// The data-key pool: 16 keys per (owner, server) by default, 0 turns it
+// off; its fills are atomic batches when every write is fsynced.
+func TestKeyPool(t *testing.T) {
+	for _, k := range []string{"VAULT_KEY_POOL", "VAULT_KEY_POOL_BATCH", "VAULT_NATS_SYNC"} {
+		t.Setenv(k, "")
+	}
+	c, err := Load()
+	if err != nil || c.KeyPool != 16 || !c.KeyPoolAtomic {
+		t.Fatalf("defaults (sync always): pool %d atomic %v, %v", c.KeyPool, c.KeyPoolAtomic, err)
+	}
+	t.Setenv("VAULT_NATS_SYNC", "2m")
+	if c, err = Load(); err != nil || c.KeyPoolAtomic {
+		t.Fatalf("sync 2m: atomic %v, %v", c.KeyPoolAtomic, err)
+	}
+	t.Setenv("VAULT_KEY_POOL", "0")
+	t.Setenv("VAULT_KEY_POOL_BATCH", "atomic")
+	if c, err = Load(); err != nil || c.KeyPool != 0 || !c.KeyPoolAtomic {
+		t.Fatalf("off, atomic: %+v, %v", c, err)
+	}
+	for k, v := range map[string]string{"VAULT_KEY_POOL": "-1", "VAULT_KEY_POOL_BATCH": "sometimes"} {
+		t.Setenv(k, v)
+		if _, err := Load(); err == nil {
+			t.Fatalf("%s=%s accepted", k, v)
+		}
+		t.Setenv(k, "")
+	}
+}
