@@ -374,7 +374,7 @@ func (v *Vault) appendUse(ctx context.Context, subject string, body []byte, msgI
 	if err != nil {
 		return err
 	}
-	_, err = st.Append(ctx, subject, body, append(signed, eventstore.MsgID(msgID))...)
+	_, err = st.Append(ctx, subject, body, append(signed, eventstore.MsgID(msgID), eventstore.Grouped())...)
 	return err
 }
 

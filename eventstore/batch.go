@@ -50,13 +50,16 @@ type committer struct {
 }
 
 func (s *Store) startCommitters() {
-	s.eventsBatch = &committer{s: s, queue: make(chan *batchReq, 4096)}
-	s.keysBatch = &committer{s: s, queue: make(chan *batchReq, 4096)}
-	s.stop = make(chan struct{})
-	for _, c := range []*committer{s.eventsBatch, s.keysBatch} {
-		s.wg.Add(1)
-		go c.run(s.stop, &s.wg)
-	}
+	s.eventsBatch = s.startCommitter()
+	s.keysBatch = s.startCommitter()
+}
+
+// startCommitter starts one committer; Close stops it.
+func (s *Store) startCommitter() *committer {
+	c := &committer{s: s, queue: make(chan *batchReq, 4096)}
+	s.wg.Add(1)
+	go c.run(s.stop, &s.wg)
+	return c
 }
 
 // submit hands m to the committer and waits for its batch's outcome.
@@ -119,15 +122,19 @@ func (c *committer) run(stop chan struct{}, wg *sync.WaitGroup) {
 // splitBatch keeps, in order, the requests that may share one atomic
 // batch: JetStream refuses a batch in which a message's expectation names
 // a subject an earlier message of the batch writes, and two messages on one
-// subject would make the second's check stale. The rest wait for the next.
+// subject would make the second's check stale. Messages without an
+// expectation (use records) may share a subject. The rest wait for the
+// next batch, and so does every later message on a subject one of them
+// writes, so that each subject keeps its order.
 func splitBatch(group []*batchReq) (batch, later []*batchReq) {
-	written := map[string]bool{}
+	written, deferred := map[string]bool{}, map[string]bool{}
 	for _, r := range group {
 		expect := r.msg.Header.Get(jetstream.ExpectedLastSubjSeqSubjHeader)
 		if expect == "" && r.msg.Header.Get(jetstream.ExpectedLastSubjSeqHeader) != "" {
 			expect = r.msg.Subject
 		}
-		if written[r.msg.Subject] || (expect != "" && written[expect]) {
+		if deferred[r.msg.Subject] || (expect != "" && (written[expect] || deferred[expect])) {
+			deferred[r.msg.Subject] = true
 			later = append(later, r)
 			continue
 		}

@@ -66,10 +66,13 @@ type Store struct {
 
 	// group commit (nil when off)
 	eventsBatch, keysBatch *committer
-	stop                   chan struct{}
-	stopOnce               sync.Once
-	wg                     sync.WaitGroup
-	stats                  struct{ batches, batched, fallbacks atomic.Uint64 }
+	// usesBatch commits the appends marked Grouped (records of uses,
+	// which carry no expectation) together, whether group commit is on or not.
+	usesBatch *committer
+	stop      chan struct{}
+	stopOnce  sync.Once
+	wg        sync.WaitGroup
+	stats     struct{ batches, batched, fallbacks atomic.Uint64 }
 }
 
 // Connect dials NATS (comma-separated URLs) and keeps reconnecting forever
@@ -159,6 +162,8 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("eventstore: bucket %s: %w", cfg.IdempotencyBucket(), err)
 	}
+	s.stop = make(chan struct{})
+	s.usesBatch = s.startCommitter()
 	if cfg.GroupCommit {
 		s.startCommitters()
 	}

@@ -3,6 +3,7 @@ package eventstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"testing"
@@ -525,5 +526,65 @@ func TestPutKeys(t *testing.T) {
 		for i := range keys {
 			keys[i].CredentialID += "0"
 		}
+	}
+}
+
+// Grouped appends (use records: no expectation) share atomic batches even
+// with group commit off, several on one subject in one batch, and each
+// subject keeps the order in which its appends were sent.
+func TestGroupedAppends(t *testing.T) {
+	st := MustStoreAt(t, MustServer(t).ClientURL(), eventstore.Config{})
+	defer st.Close()
+	ctx := context.Background()
+	const workers, per = 16, 40
+	var wg sync.WaitGroup
+	errs := make(chan error, workers*per)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// Four subjects, each written by four workers in turn.
+			subj := "vault.s.credential.c" + strconv.Itoa(w%4) + ".used"
+			for i := range per {
+				id := fmt.Sprintf("use-%d-%d", w, i)
+				if _, err := st.Append(ctx, subj, []byte(id), eventstore.MsgID(id), eventstore.Grouped()); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if last, _ := st.LastSeq(ctx); last != workers*per {
+		t.Fatalf("stream holds %d messages, want %d", last, workers*per)
+	}
+	gs := st.GroupStats()
+	t.Logf("grouped: %+v", gs)
+	if gs.Batches == 0 || gs.Batched < 2*gs.Batches {
+		t.Fatalf("no atomic batch was committed: %+v", gs)
+	}
+	// Per worker, its records are stored in the order it sent them.
+	stream, err := st.JS.Stream(ctx, "VAULT")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := map[int]int{}
+	for seq := uint64(1); seq <= workers*per; seq++ {
+		m, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var w, i int
+		if _, err := fmt.Sscanf(string(m.Data), "use-%d-%d", &w, &i); err != nil {
+			t.Fatal(err)
+		}
+		if i != next[w] {
+			t.Fatalf("worker %d: record %d stored before %d", w, i, next[w])
+		}
+		next[w]++
 	}
 }
