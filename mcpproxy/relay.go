@@ -290,7 +290,10 @@ func (s *session) forward(ctx context.Context, msg, upID []byte, progressKey str
 		return nil, s.up.NoAnswer()
 	}
 	if final.Error != nil {
-		return nil, &jsonrpc.Error{Code: final.Error.Code, Message: s.up.Scrub(final.Error.Message)}
+		// As on the SDK path: the upstream's error with its secrets
+		// scrubbed, except the go-sdk's own transport sentinels (-32004
+		// would end the agent's session), which are classified instead.
+		return nil, s.up.CallError(ctx, &jsonrpc.Error{Code: final.Error.Code, Message: final.Error.Message})
 	}
 	if len(final.Result) == 0 || string(final.Result) == "null" {
 		return nil, s.broken(s.up.Malformed())
@@ -342,8 +345,10 @@ func isToolError(result json.RawMessage) bool {
 }
 
 // readEvents reads an SSE stream, calling fn with the data of each
-// "message" event (events with another name, comments, ids and retry
-// fields are skipped) until fn says stop. The body is size-capped by the
+// "message" event (events with another name, events without data — such
+// as the priming events of resumable streams, SEP-1699 — comments, ids and
+// retry fields are skipped, as the go-sdk client skips them) until fn says
+// stop. The body is size-capped by the
 // upstream package, so an event is too.
 func readEvents(body io.Reader, fn func(data []byte) (bool, *jsonrpc.Error)) error {
 	br := bufio.NewReaderSize(body, 16<<10)
@@ -351,7 +356,7 @@ func readEvents(body io.Reader, fn func(data []byte) (bool, *jsonrpc.Error)) err
 	hasData, name := false, ""
 	dispatch := func() (bool, error) {
 		defer func() { data, hasData, name = data[:0], false, "" }()
-		if !hasData || name != "" && name != "message" {
+		if !hasData || len(bytes.TrimSpace(data)) == 0 || name != "" && name != "message" {
 			return false, nil
 		}
 		stop, rerr := fn(data)
@@ -386,7 +391,7 @@ func readEvents(body io.Reader, fn func(data []byte) (bool, *jsonrpc.Error)) err
 			data = append(data, value...)
 			hasData = true
 		case "event":
-			name = string(value)
+			name = string(bytes.TrimSpace(value))
 		}
 		if err != nil {
 			if stop, rerr := dispatch(); stop && rerr != nil {
