@@ -91,6 +91,9 @@ func (v *Vault) BeginIdempotentWith(ctx context.Context, owner events.Owner, key
 	defer cancel()
 	sum := sha256.Sum256([]byte(owner.Key() + "\x00" + key))
 	now := time.Now().UTC()
+	// From here the record may be stored (even when IdemCreate fails), and
+	// a retry may take this intent over: its pooled key must then stay.
+	in.recorded = true
 	t = IdemTicket{key: hex.EncodeToString(sum[:]), Intent: in, rec: IdemAnswer{
 		State: "pending", KID: v.Keys.ActiveKID(), Fingerprint: v.Keys.Fingerprint(request...),
 		StartedAt: now, Deadline: now.Add(ttl), ID: in.ID.String(), EventID: in.EventID}}

@@ -47,14 +47,19 @@ import (
 // KeyPoolConfig sizes the data-key pool. A zero Size turns it off.
 type KeyPoolConfig struct {
 	// Size bounds the keys kept for one (owner, server) pair (default 0: off).
-	// A pair's target grows from 1 when creates find its pool empty and
-	// shrinks when its keys expire unused.
+	// A pair's target grows from 0 when creates that follow the previous
+	// one on the pair within hotGap find its pool empty, and shrinks when
+	// its keys expire unused.
 	Size int
 	// Total bounds the keys kept over all pairs (default 4096).
 	Total int
 	// MaxAge is how long a pooled key may wait for its create (default 2 s):
 	// its credential id carries the time it was made, and lists sort by id.
 	MaxAge time.Duration
+	// HotGap: a pair is pooled once a create follows the previous one on
+	// it within HotGap (default hotGap); negative: every pair from its first
+	// create (tests).
+	HotGap time.Duration
 	// Atomic stores each fill as one JetStream atomic batch (one fsync for
 	// the lot under sync_interval always) instead of asynchronous publishes
 	// acknowledged together.
@@ -176,11 +181,40 @@ func (v *Vault) NewCreateIntent(owner events.Owner, serverID string) Intent {
 
 // DiscardIntent releases the pooled key of an intent whose create did not
 // use it (the create never ran, or its credential needs no key): the key is
-// destroyed. A no-op when the key was used, or there is none.
+// destroyed — unless the intent may be in an idempotency record, which a
+// retry can take over and whose create then reuses the stored key (a key
+// destroyed after that retry read it would leave a credential whose secret
+// cannot be opened): such a key's bytes are only wiped here, and the key
+// stays stored for the retry, or for the sweep, which destroys keys of no
+// credential after 25 h (records live 24 h). A no-op when the key was used,
+// or there is none.
 func (v *Vault) DiscardIntent(in Intent) {
-	if in.key.claim() { // a key in an intent comes from v.pool
-		v.pool.discard(in.key)
+	if !in.key.claim() { // a key in an intent comes from v.pool
+		return
 	}
+	if in.recorded {
+		seal.Wipe(in.key.dek)
+		return
+	}
+	v.pool.discard(in.key)
+}
+
+// hotGap is how soon after the previous create on a pair a create must
+// come for the pair to be pooled: keys stored ahead pay only where creates
+// follow each other closely (an integration storing many users' tokens on
+// one server); on pairs written now and then, a pooled key would mostly
+// expire (one publish and one secure delete for nothing) and a create
+// waiting for a fill would only be slower than storing its key inline.
+const hotGap = 25 * time.Millisecond
+
+// hot tells whether creates on the pair follow each other closely enough
+// for keys stored ahead to pay (pp.used: the previous create's time).
+func (p *keyPool) hot(pp *pairPool) bool {
+	gap := p.cfg.HotGap
+	if gap == 0 {
+		gap = hotGap
+	}
+	return gap < 0 || time.Since(pp.used) < gap
 }
 
 // fillWait bounds how long a create waits for keys being stored for its
@@ -207,7 +241,9 @@ func (p *keyPool) take(pair poolPair) *pooledKey {
 			return k
 		}
 		if waited || pp.filling == 0 {
-			pp.want = min(pp.want+1, p.cfg.Size) // found empty: keep one more
+			if p.hot(pp) {
+				pp.want = min(pp.want+1, p.cfg.Size) // a hot pair found empty: keep one more
+			}
 			break
 		}
 		ready := pp.ready
@@ -237,7 +273,10 @@ func (p *keyPool) created(pair poolPair, id ulid.ULID) {
 	}
 	pp := p.pairs[pair]
 	if pp == nil {
-		pp = &pairPool{want: 1, ready: make(chan struct{})}
+		pp = &pairPool{ready: make(chan struct{})} // no keys until it is hot (take)
+		if p.cfg.HotGap < 0 {
+			pp.want = 1
+		}
 		p.pairs[pair] = pp
 	}
 	if id.Compare(pp.done) > 0 {

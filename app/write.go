@@ -30,6 +30,9 @@ type Intent struct {
 	// key is the stored data key of ID, for a create's first attempt that
 	// took one from the pool (NewCreateIntent).
 	key *pooledKey
+	// recorded: the intent may be in an idempotency record, so a retry
+	// may take it over and reuse its stored key (DiscardIntent keeps it).
+	recorded bool
 }
 
 // NewIntent returns the intent of a first attempt.

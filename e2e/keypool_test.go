@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mcpvault/vault/app"
 	"github.com/mcpvault/vault/internal/vaulttest"
 	"github.com/mcpvault/vault/service"
 )
@@ -234,4 +235,62 @@ func TestCrashLeavesPooledKeysToTheSweep(t *testing.T) {
 	if ok, detail := ocTestServer(t, env, s, cred); !ok {
 		t.Fatalf("credential %s does not open after the sweep: %s", cred, detail)
 	}
+}
+
+// A create with an Idempotency-Key that took a pooled key and was refused
+// before it used it (409 limit_reached: the record is released, a retry
+// takes the attempt over with the same credential id) keeps that key
+// stored: the retry's create reuses it, and a key destroyed after the retry
+// read it would leave a credential whose secret cannot be opened.
+func TestIdempotentRetryKeepsPooledKey(t *testing.T) {
+	env := vaulttest.MustStart(t, vaulttest.Options{AllowPrivate: true, KeyPoolMaxAge: time.Minute,
+		Limits: app.Limits{CredentialsPerServer: 1}})
+	up := ocStartUpstream(t)
+	s := tsCreateServer(t, env, up.URL, nil)
+	first := ocID(kpCreate(t, env, "", s, up.token("first"), nil))
+	pooled := kpWaitPooled(t, env, "", s)
+
+	key := map[string]string{"Idempotency-Key": "kp-retry-after-409"}
+	token := up.token("retried")
+	lmMustLimitReached(t, env.Do(t, vaulttest.Request{Method: "POST", Path: "/servers/" + s + "/credentials",
+		Body: map[string]any{"bearer_token": token}, Header: key}))
+	time.Sleep(500 * time.Millisecond) // the pool's loop destroys its trash meanwhile
+	stored := kpUnused(t, env, "", s)
+
+	path := "/servers/" + s + "/credentials/" + first
+	if r := env.Do(t, vaulttest.Request{Method: "DELETE", Path: path}); r.Status != http.StatusOK {
+		t.Fatalf("delete: %d %s", r.Status, r.Body)
+	}
+	id := ocID(kpCreate(t, env, "", s, token, key))
+	if !pooled[id] {
+		t.Fatalf("the retry's credential %s is not the pooled id the first attempt took (pooled: %v)", id, pooled)
+	}
+	if !stored[id] {
+		t.Fatalf("the key of %s was destroyed after the refused attempt (stored then: %v)", id, stored)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if ok, detail := ocTestServer(t, env, s, id); !ok {
+		t.Fatalf("credential %s does not open: %s", id, detail)
+	}
+}
+
+// With the production rule, a pair written now and then gets no keys
+// stored ahead (they would mostly expire unused); a pair whose creates
+// follow each other closely does.
+func TestOnlyHotPairsArePooled(t *testing.T) {
+	env := vaulttest.MustStart(t, vaulttest.Options{KeyPoolColdPairs: true, KeyPoolMaxAge: time.Minute})
+	cold := tsCreateServer(t, env, "https://cold.example.com/mcp", nil)
+	hot := tsCreateServer(t, env, "https://hot.example.com/mcp", nil)
+	for range 3 {
+		kpCreate(t, env, "", cold, "tok-cold-0123456789", nil)
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if unused := kpUnused(t, env, "", cold); len(unused) != 0 {
+		t.Fatalf("a cold pair has keys stored ahead: %v", unused)
+	}
+	for range 20 {
+		kpCreate(t, env, "", hot, "tok-hot-0123456789", nil)
+	}
+	kpWaitPooled(t, env, "", cold, hot)
 }

@@ -55,6 +55,8 @@ type API struct {
 	// KeyPoolAtomic stores the pool's keys as atomic batches
 	// (VAULT_KEY_POOL_BATCH=atomic) instead of async publishes.
 	KeyPoolAtomic bool
+	// KeyPoolHotGap is app.KeyPoolConfig.HotGap (0: the default).
+	KeyPoolHotGap time.Duration
 	Log           *slog.Logger
 	Tester        app.Tester // optional; default: the upstream MCP client
 	Now           func() time.Time
@@ -113,7 +115,7 @@ func (a *API) Run(ctx context.Context) error {
 	case a.KeyPool > 0:
 		v.KeyPool.Size = a.KeyPool
 	}
-	v.KeyPool.MaxAge, v.KeyPool.Atomic = a.KeyPoolMaxAge, a.KeyPoolAtomic
+	v.KeyPool.MaxAge, v.KeyPool.Atomic, v.KeyPool.HotGap = a.KeyPoolMaxAge, a.KeyPoolAtomic, a.KeyPoolHotGap
 	// Reads wait on the projector's announcements for this read model file.
 	stopWatch, err := eventstore.WatchApplied(nc, a.Stream, db.InstanceID(), v.Applied, v.ResyncApplied)
 	if err != nil {

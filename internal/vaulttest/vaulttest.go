@@ -51,7 +51,11 @@ type Options struct {
 	KeyPool       int
 	KeyPoolMaxAge time.Duration
 	KeyPoolAtomic bool
-	Now           func() time.Time
+	// KeyPoolColdPairs keeps the production rule (pairs pooled only once
+	// creates follow each other closely); by default tests pool every pair
+	// from its first create.
+	KeyPoolColdPairs bool
+	Now              func() time.Time
 	// APINATS, when set, is given the NATS server's host:port on every
 	// StartAPI and returns the host:port the API dials instead (a
 	// faultnet proxy in between, for tests that lose the stream's answers).
@@ -263,7 +267,7 @@ func (e *Env) StartAPI() {
 	a := &service.API{Listener: ln, NATSURL: natsURL, Stream: e.Stream, ReadModelPath: e.ReadModel,
 		Keys:       []httpapi.APIKey{{Account: "acct_a", Key: KeyA}, {Account: "acct_b", Key: KeyB}},
 		MasterKeys: e.Keyring, AuditKeys: e.AuditKeys, UnsignedUntil: e.unsignedUntil(), AllowPrivate: e.opts.AllowPrivate, RateLimit: e.opts.RateLimit,
-		GroupCommit: e.opts.GroupCommit, KeyPool: e.opts.KeyPool, KeyPoolMaxAge: e.opts.KeyPoolMaxAge, KeyPoolAtomic: e.opts.KeyPoolAtomic,
+		GroupCommit: e.opts.GroupCommit, KeyPool: e.opts.KeyPool, KeyPoolMaxAge: e.opts.KeyPoolMaxAge, KeyPoolAtomic: e.opts.KeyPoolAtomic, KeyPoolHotGap: testHotGap(e.opts.KeyPoolColdPairs),
 		Log: e.Logger("api"), Tester: e.opts.Tester, Now: e.opts.Now, MCP: e.opts.MCP,
 		MetricsListener: metricsLn, Timeouts: e.opts.Timeouts, MaxHeaderBytes: e.opts.MaxHeaderBytes, Limits: e.opts.Limits}
 	e.api = start(a.Run)
@@ -499,4 +503,11 @@ func (e *Env) unsignedUntil() uint64 {
 		return 0
 	}
 	return math.MaxUint64
+}
+
+func testHotGap(cold bool) time.Duration {
+	if cold {
+		return 0
+	}
+	return -1
 }
