@@ -53,7 +53,7 @@ type KeyPoolConfig struct {
 	Size int
 	// Total bounds the keys kept over all pairs (default 4096).
 	Total int
-	// MaxAge is how long a pooled key may wait for its create (default 2 s):
+	// MaxAge is how long a pooled key may wait for its create (default 250 ms):
 	// its credential id carries the time it was made, and lists sort by id.
 	MaxAge time.Duration
 	// HotGap: a pair is pooled once a create follows the previous one on
@@ -136,7 +136,7 @@ func (v *Vault) keyPool() *keyPool {
 			cfg.Total = 4096
 		}
 		if cfg.MaxAge <= 0 {
-			cfg.MaxAge = 2 * time.Second
+			cfg.MaxAge = 250 * time.Millisecond
 		}
 		p := &keyPool{v: v, cfg: cfg, pairs: map[poolPair]*pairPool{},
 			wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
