@@ -551,7 +551,9 @@ func (p *keyPool) destroyTrash() {
 			defer func() { <-sem }()
 			var err error
 			if k.seq != 0 {
-				err = st.DestroyKeyVersion(ctx, k.seq)
+				// Trash holds keys that sealed nothing (a create that used
+				// its key destroys it itself when it certainly failed).
+				err = st.DiscardKeyVersion(ctx, k.seq)
 			} else {
 				err = st.DestroyKey(ctx, k.id)
 			}

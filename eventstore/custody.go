@@ -158,6 +158,22 @@ func (s *Store) DestroyKeyVersion(ctx context.Context, seq uint64) error {
 	return fmt.Errorf("%w: %v", ErrUnavailable, err)
 }
 
+// DiscardKeyVersion removes a wrapped key that never sealed anything (a
+// data key stored ahead and never handed to a create) with a plain delete:
+// its bytes protect no secret, so overwriting them on disk, which makes
+// SecureDeleteMsg costly, buys nothing. Keys that sealed a secret are
+// destroyed with DestroyKeyVersion.
+func (s *Store) DiscardKeyVersion(ctx context.Context, seq uint64) error {
+	err := s.keys.DeleteMsg(ctx, seq)
+	if err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	if _, gerr := s.keys.GetMsg(ctx, seq); errors.Is(gerr, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	return fmt.Errorf("%w: %v", ErrUnavailable, err)
+}
+
 // CurrentKey returns the current version of the key on subject; ok is false
 // when the key is gone (destroyed).
 func (s *Store) CurrentKey(ctx context.Context, subject string) (KeyVersion, bool, error) {
