@@ -148,7 +148,13 @@ func (s *Store) ReplaceKey(ctx context.Context, old KeyVersion, data []byte) err
 // DestroyKeyVersion overwrites and removes one message of the keys stream
 // (an old version of a re-wrapped key). Already gone is not an error.
 func (s *Store) DestroyKeyVersion(ctx context.Context, seq uint64) error {
-	err := s.keys.SecureDeleteMsg(ctx, seq)
+	return s.removeKeyVersion(ctx, seq, s.keys.SecureDeleteMsg)
+}
+
+// removeKeyVersion removes the keys stream's message at seq with del; a
+// message already gone is not an error.
+func (s *Store) removeKeyVersion(ctx context.Context, seq uint64, del func(context.Context, uint64) error) error {
+	err := del(ctx, seq)
 	if err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
 		return nil
 	}
@@ -164,14 +170,7 @@ func (s *Store) DestroyKeyVersion(ctx context.Context, seq uint64) error {
 // SecureDeleteMsg costly, buys nothing. Keys that sealed a secret are
 // destroyed with DestroyKeyVersion.
 func (s *Store) DiscardKeyVersion(ctx context.Context, seq uint64) error {
-	err := s.keys.DeleteMsg(ctx, seq)
-	if err == nil || errors.Is(err, jetstream.ErrMsgNotFound) {
-		return nil
-	}
-	if _, gerr := s.keys.GetMsg(ctx, seq); errors.Is(gerr, jetstream.ErrMsgNotFound) {
-		return nil
-	}
-	return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	return s.removeKeyVersion(ctx, seq, s.keys.DeleteMsg)
 }
 
 // CurrentKey returns the current version of the key on subject; ok is false

@@ -381,25 +381,33 @@ func (p *Proxy) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) 
 	return body, true
 }
 
+// envelope is what the endpoint reads of a JSON-RPC message before the
+// SDK sees it.
+type envelope struct {
+	ID     json.RawMessage `json:"id"`
+	Method string          `json:"method"`
+}
+
+// envelopes decodes a POST body (one message, or a batch) down to its
+// envelopes; ok is false when it is not JSON-RPC.
+func envelopes(body []byte) (msgs []envelope, ok bool) {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) > 0 && trimmed[0] == '[' {
+		return msgs, json.Unmarshal(trimmed, &msgs) == nil
+	}
+	var m envelope
+	if json.Unmarshal(trimmed, &m) != nil {
+		return nil, false
+	}
+	return []envelope{m}, true
+}
+
 // peek tells whether body is (or, in a batch, holds) an initialize request,
 // the id of its first request, and whether it holds any request at all.
 func peek(body []byte) (init bool, id json.RawMessage, isCall bool) {
-	type msg struct {
-		ID     json.RawMessage `json:"id"`
-		Method string          `json:"method"`
-	}
-	var msgs []msg
-	trimmed := bytes.TrimSpace(body)
-	if len(trimmed) > 0 && trimmed[0] == '[' {
-		if json.Unmarshal(trimmed, &msgs) != nil {
-			return false, nil, false
-		}
-	} else {
-		var m msg
-		if json.Unmarshal(trimmed, &m) != nil {
-			return false, nil, false
-		}
-		msgs = []msg{m}
+	msgs, ok := envelopes(body)
+	if !ok {
+		return false, nil, false
 	}
 	for _, m := range msgs {
 		if len(m.ID) > 0 && string(m.ID) != "null" && m.Method != "" {
@@ -422,23 +430,7 @@ func sendsInitialized(body []byte) bool {
 	if !bytes.Contains(body, []byte("notifications/initialized")) {
 		return false
 	}
-	type msg struct {
-		ID     json.RawMessage `json:"id"`
-		Method string          `json:"method"`
-	}
-	var msgs []msg
-	trimmed := bytes.TrimSpace(body)
-	if len(trimmed) > 0 && trimmed[0] == '[' {
-		if json.Unmarshal(trimmed, &msgs) != nil {
-			return false
-		}
-	} else {
-		var m msg
-		if json.Unmarshal(trimmed, &m) != nil {
-			return false
-		}
-		msgs = []msg{m}
-	}
+	msgs, _ := envelopes(body)
 	for _, m := range msgs {
 		if m.Method == "notifications/initialized" && len(m.ID) == 0 {
 			return true

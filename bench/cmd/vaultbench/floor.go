@@ -44,33 +44,23 @@ func floorMain(addr, natsURL string) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(floorBody)
 	})
-	mux.HandleFunc("GET /nats", func(w http.ResponseWriter, r *http.Request) {
-		if _, err := nc.RequestWithContext(r.Context(), "$JS.API.STREAM.INFO.VAULT", nil); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(floorBody)
-	})
-	// Two other ways of learning the last sequence, for comparison: a
-	// message get of the stream's last message through the JetStream API
-	// (what the leader answers), and a direct get (any replica may answer).
-	mux.HandleFunc("GET /msgget", func(w http.ResponseWriter, r *http.Request) {
-		if _, err := nc.RequestWithContext(r.Context(), "$JS.API.STREAM.MSG.GET.VAULT", []byte(`{"last_by_subj":">"}`)); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(floorBody)
-	})
-	mux.HandleFunc("GET /direct", func(w http.ResponseWriter, r *http.Request) {
-		if _, err := nc.RequestWithContext(r.Context(), "$JS.API.DIRECT.GET.VAULT", []byte(`{"last_by_subj":">"}`)); err != nil {
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = w.Write(floorBody)
-	})
+	// /nats asks the stream's info (what a read asks today); /msgget the
+	// stream's last message through the JetStream API (what the leader
+	// answers); /direct a direct get of it (any replica may answer).
+	for path, req := range map[string][2]string{
+		"/nats":   {"$JS.API.STREAM.INFO.VAULT", ""},
+		"/msgget": {"$JS.API.STREAM.MSG.GET.VAULT", `{"last_by_subj":">"}`},
+		"/direct": {"$JS.API.DIRECT.GET.VAULT", `{"last_by_subj":">"}`},
+	} {
+		mux.HandleFunc("GET "+path, func(w http.ResponseWriter, r *http.Request) {
+			if _, err := nc.RequestWithContext(r.Context(), req[0], []byte(req[1])); err != nil {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			_, _ = w.Write(floorBody)
+		})
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "floor:", err)
