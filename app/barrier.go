@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mcpvault/vault/events"
 	"github.com/mcpvault/vault/eventstore"
 )
 
@@ -28,6 +29,9 @@ type barrier struct {
 
 	mu      sync.Mutex
 	changed chan struct{} // closed (and replaced) when applied advances
+
+	// noHolds: the read model held no tree as of a sequence (Vault.held).
+	noHolds atomic.Pointer[noHolds]
 
 	// Counters of BarrierStats.
 	announcements, waits, woken, fallbacks, behind atomic.Uint64
@@ -277,4 +281,37 @@ func (v *Vault) fetchSeqs(st *eventstore.Store, f *seqFlight) {
 		}
 		s.Unlock()
 	}
+}
+
+// noHolds is what the read model last said of held trees: none, as of the
+// applied sequence seq, read at the time at.
+type noHolds struct {
+	seq uint64
+	at  time.Time
+}
+
+// noHoldsFor bounds how long a "none held" answer is reused while nothing
+// new is applied (a rebuild may swap in contents with holds).
+const noHoldsFor = time.Second
+
+// held answers 503 aggregate_held when the owner's server is held, like
+// View.Held, without a query per read while the read model holds no tree:
+// a "none held" answer read at applied sequence s serves every read whose
+// wait ended at or before s (holds are only made by applying events, at
+// later sequences), for at most noHoldsFor.
+func (v *Vault) held(ctx context.Context, owner events.Owner, serverID string) error {
+	known := v.barrier.applied.Load()
+	if n := v.barrier.noHolds.Load(); n != nil && n.seq >= known && time.Since(n.at) < noHoldsFor {
+		return nil
+	}
+	at := time.Now()
+	seq, any, err := v.DB.View().AnyHeld(ctx)
+	if err != nil {
+		return err
+	}
+	if !any {
+		v.barrier.noHolds.Store(&noHolds{seq: seq, at: at})
+		return nil
+	}
+	return v.DB.View().Held(ctx, owner, serverID)
 }

@@ -171,7 +171,7 @@ func (v *Vault) GetCredential(ctx context.Context, owner events.Owner, serverID,
 	if err := v.Sync(ctx); err != nil {
 		return domain.Credential{}, err
 	}
-	if err := v.DB.View().Held(ctx, owner, serverID); err != nil {
+	if err := v.held(ctx, owner, serverID); err != nil {
 		return domain.Credential{}, err // the projector holds it: 503 aggregate_held
 	}
 	c, err := v.DB.View().GetCredential(ctx, owner, serverID, id)
@@ -189,7 +189,7 @@ func (v *Vault) ListCredentials(ctx context.Context, owner events.Owner, serverI
 	if err := v.Sync(ctx); err != nil {
 		return nil, false, err
 	}
-	if err := v.DB.View().Held(ctx, owner, serverID); err != nil {
+	if err := v.held(ctx, owner, serverID); err != nil {
 		return nil, false, err // the projector holds it: 503 aggregate_held
 	}
 	out, more, err := v.DB.View().ListServerCredentials(ctx, owner, serverID, includeRevoked, p)

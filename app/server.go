@@ -126,7 +126,7 @@ func (v *Vault) GetServer(ctx context.Context, owner events.Owner, id string) (d
 	if err := v.Sync(ctx); err != nil {
 		return domain.Server{}, err
 	}
-	if err := v.DB.View().Held(ctx, owner, id); err != nil {
+	if err := v.held(ctx, owner, id); err != nil {
 		return domain.Server{}, err // the projector holds it: 503 aggregate_held
 	}
 	s, _, err := v.DB.View().GetServer(ctx, owner, id)

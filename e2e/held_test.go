@@ -213,3 +213,24 @@ func TestFutureEventHoldsOnlyItsServer(t *testing.T) {
 		t.Fatalf("/readyz after the upgrade: %d %s", status, raw)
 	}
 }
+
+// Reads remember that nothing is held (no query per read while none is),
+// but a hold applied after that is answered at the very next read.
+func TestHoldSeenByTheNextRead(t *testing.T) {
+	env := vaulttest.MustStart(t, vaulttest.Options{})
+	js := vaulttest.MustJetStream(t, env.NATSURL())
+	srv := env.MustCreateServer(t, "", nil)
+	c1 := env.MustCreateCredential(t, "", srv, map[string]any{"bearer_token": "tok-next-read-0123456789"})["id"].(string)
+	path := "/servers/" + srv + "/credentials/" + c1
+	for range 3 { // the "none held" answer is cached by these
+		if r := env.Do(t, vaulttest.Request{Method: "GET", Path: path}); r.Status != http.StatusOK {
+			t.Fatalf("read before the hold: %d %s", r.Status, r.Body)
+		}
+	}
+	subj, body := heldFuture(srv, domain.CredentialID(ulid.Make()))
+	heldPublish(t, js, subj, body)
+	r := env.Do(t, vaulttest.Request{Method: "GET", Path: path})
+	if e, _ := r.JSON(t)["error"].(map[string]any); r.Status != http.StatusServiceUnavailable || e["code"] != "aggregate_held" {
+		t.Fatalf("the read after the hold: %d %s", r.Status, r.Body)
+	}
+}

@@ -149,6 +149,15 @@ func (v View) Held(ctx context.Context, owner events.Owner, serverID string) err
 	return HeldError(serverID, typ, version, seq)
 }
 
+// AnyHeld tells, in one snapshot, the sequence the read model has applied
+// and whether it holds any tree at all (held trees are rare: reads skip the
+// per-server check while none is held, see app.Vault.held).
+func (v View) AnyHeld(ctx context.Context) (applied uint64, any bool, err error) {
+	err = v.q.QueryRowContext(ctx, `SELECT (SELECT last_seq FROM projector_state WHERE id = 1),
+		EXISTS (SELECT 1 FROM held_aggregates)`).Scan(&applied, &any)
+	return applied, any, err
+}
+
 // HeldError is the error a read (or write) of a held tree answers with.
 func HeldError(serverID, eventType string, version int, seq uint64) error {
 	what := fmt.Sprintf("event %q version %d", eventType, version)
