@@ -203,7 +203,7 @@ func (v *Vault) DiscardIntent(in Intent) {
 // come for the pair to be pooled: keys stored ahead pay only where creates
 // follow each other closely (an integration storing many users' tokens on
 // one server); on pairs written now and then, a pooled key would mostly
-// expire (one publish and one secure delete for nothing) and a create
+// expire (one publish and one delete for nothing) and a create
 // waiting for a fill would only be slower than storing its key inline.
 const hotGap = 25 * time.Millisecond
 
