@@ -116,19 +116,11 @@ func Redact(urls string) string {
 // changing anything: what the projector (whose NATS user may not create
 // streams) does. The store it returns has no idempotency bucket.
 func Bind(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
-	if cfg.Stream == "" {
-		cfg.Stream = "VAULT"
-	}
-	if cfg.AttemptTimeout == 0 {
-		cfg.AttemptTimeout = 2 * time.Second
-	}
-	js, err := jetstream.New(nc)
+	s, js, err := newStore(nc, cfg)
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{NC: nc, JS: js, cfg: cfg,
-		events: newLeaderGets(nc, cfg.Stream, cfg.AttemptTimeout),
-		keyGet: newLeaderGets(nc, cfg.KeysStreamName(), cfg.AttemptTimeout)}
+	cfg = s.cfg
 	if s.stream, err = js.Stream(ctx, cfg.Stream); err != nil {
 		return nil, fmt.Errorf("eventstore: stream %s: %w", cfg.Stream, err)
 	}

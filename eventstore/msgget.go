@@ -68,8 +68,11 @@ func (g leaderGets) get(ctx context.Context, req msgGetRequest) (Msg, error) {
 	if err != nil {
 		return Msg{}, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, g.timeout)
-	defer cancel()
+	if g.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, g.timeout)
+		defer cancel()
+	}
 	reply, err := g.nc.RequestWithContext(ctx, g.subject, body)
 	if err != nil {
 		return Msg{}, fmt.Errorf("%w: %v", ErrUnavailable, err)

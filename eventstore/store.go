@@ -91,11 +91,27 @@ func (c Config) keySubject(credentialID string) string {
 	return "vaultkeys." + strings.ToLower(c.Stream) + ".dek." + credentialID
 }
 
-// Open binds to the streams, creating or updating them as needed.
-func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
+// newStore applies the defaults Open and Bind share and makes the store's
+// JetStream handles; the caller binds (or creates) its streams.
+func newStore(nc *nats.Conn, cfg Config) (*Store, jetstream.JetStream, error) {
 	if cfg.Stream == "" {
 		cfg.Stream = "VAULT"
 	}
+	if cfg.AttemptTimeout == 0 {
+		cfg.AttemptTimeout = 2 * time.Second
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &Store{NC: nc, JS: js, cfg: cfg,
+		events:  newLeaderGets(nc, cfg.Stream, cfg.AttemptTimeout),
+		keyGet:  newLeaderGets(nc, cfg.KeysStreamName(), cfg.AttemptTimeout),
+		idemGet: newLeaderGets(nc, "KV_"+cfg.IdempotencyBucket(), cfg.AttemptTimeout)}, js, nil
+}
+
+// Open binds to the streams, creating or updating them as needed.
+func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if cfg.Replicas == 0 {
 		cfg.Replicas = 1
 	}
@@ -105,17 +121,11 @@ func Open(ctx context.Context, nc *nats.Conn, cfg Config) (*Store, error) {
 	if cfg.IdempotencyTTL == 0 {
 		cfg.IdempotencyTTL = 24 * time.Hour
 	}
-	if cfg.AttemptTimeout == 0 {
-		cfg.AttemptTimeout = 2 * time.Second
-	}
-	js, err := jetstream.New(nc)
+	s, js, err := newStore(nc, cfg)
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{NC: nc, JS: js, cfg: cfg,
-		events:  newLeaderGets(nc, cfg.Stream, cfg.AttemptTimeout),
-		keyGet:  newLeaderGets(nc, cfg.KeysStreamName(), cfg.AttemptTimeout),
-		idemGet: newLeaderGets(nc, "KV_"+cfg.IdempotencyBucket(), cfg.AttemptTimeout)}
+	cfg = s.cfg
 	s.stream, err = js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        cfg.Stream,
 		Description: "MCP Vault events (see events/doc.go)",

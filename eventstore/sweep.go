@@ -2,7 +2,6 @@ package eventstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -72,34 +71,15 @@ func (s *Store) ListKeys(ctx context.Context) ([]StoredKey, error) {
 // may hold wildcards: this is a lookup for sweeps, not for the write path)
 // and whether there is one.
 func (s *Store) LastEvent(ctx context.Context, filter string) (subject string, data []byte, found bool, err error) {
-	req, _ := json.Marshal(map[string]string{"last_by_subj": filter})
-	// The JSON API, not a direct get: direct gets take the filter in their
-	// subject, where wildcards are not allowed.
-	resp, err := s.NC.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+s.cfg.Stream, req)
-	if err != nil {
-		return "", nil, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	var r struct {
-		Message *struct {
-			Subject string `json:"subject"`
-			Data    []byte `json:"data"`
-		} `json:"message"`
-		Error *struct {
-			Code        int    `json:"code"`
-			ErrCode     int    `json:"err_code"`
-			Description string `json:"description"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(resp.Data, &r); err != nil {
-		return "", nil, false, fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
+	// The JSON API (leaderGets), not a direct get: direct gets take the
+	// filter in their subject, where wildcards are not allowed. Bounded by
+	// ctx alone (no attempt timeout): a wildcard lookup may take a while.
+	m, err := leaderGets{nc: s.NC, subject: s.events.subject}.get(ctx, msgGetRequest{LastFor: filter})
 	switch {
-	case r.Error != nil && r.Error.ErrCode == int(jetstream.JSErrCodeMessageNotFound):
+	case errors.Is(err, ErrNotFound):
 		return "", nil, false, nil
-	case r.Error != nil:
-		return "", nil, false, fmt.Errorf("%w: %s", ErrUnavailable, r.Error.Description)
-	case r.Message == nil:
-		return "", nil, false, errors.New("eventstore: empty message get answer")
+	case err != nil:
+		return "", nil, false, err
 	}
-	return r.Message.Subject, r.Message.Data, true, nil
+	return m.Subject, m.Data, true, nil
 }
