@@ -283,7 +283,11 @@ func (p *keyPool) created(pair poolPair, id ulid.ULID) {
 		pp.done = id
 	}
 	pp.used = time.Now()
+	short := pp.want > len(pp.keys)+pp.filling
 	p.mu.Unlock()
+	if !short {
+		return // nothing to fill: don't make the loop scan every pair for it
+	}
 	select {
 	case p.wake <- struct{}{}:
 	default:
