@@ -63,6 +63,18 @@ func startInProcess(ctx context.Context, dir string, syncAlways bool) (*inProces
 	return p, nil
 }
 
+// prefill publishes users × perUser credentials (fixtures "pr") through the
+// stream and waits until the in-process vault has applied them.
+func (p *inProcess) prefill(ctx context.Context, users, perUser int) ([]fixture, error) {
+	fx, msgs := buildFixtures("pr", users, perUser)
+	last, err := publishAll(ctx, p.raw.st, msgs)
+	if err != nil {
+		return nil, err
+	}
+	v := &vaultProc{URL: p.URL, exited: make(chan error, 1)}
+	return fx, v.waitReady(ctx, 2*time.Minute, last)
+}
+
 func (p *inProcess) Stop() {
 	p.cancel()
 	<-p.done
@@ -124,12 +136,7 @@ func profileVault(ctx context.Context, p *inProcess, name, prefix string, conc i
 	if !reads {
 		return out, nil
 	}
-	fx, msgs := buildFixtures("pr", 200, 100)
-	last, err := publishAll(ctx, p.raw.st, msgs)
-	if err == nil {
-		v := &vaultProc{URL: p.URL, exited: make(chan error, 1)}
-		err = v.waitReady(ctx, 2*time.Minute, last)
-	}
+	fx, err := p.prefill(ctx, 200, 100)
 	if err != nil {
 		return nil, err
 	}
@@ -155,12 +162,7 @@ func profileReads(ctx context.Context, tmp, prefix string, conc int, dur time.Du
 		return nil, err
 	}
 	defer p.Stop()
-	fx, msgs := buildFixtures("pr", 1000, 20)
-	last, err := publishAll(ctx, p.raw.st, msgs)
-	if err == nil {
-		v := &vaultProc{URL: p.URL, exited: make(chan error, 1)}
-		err = v.waitReady(ctx, 2*time.Minute, last)
-	}
+	fx, err := p.prefill(ctx, 1000, 20)
 	if err != nil {
 		return nil, err
 	}
