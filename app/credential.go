@@ -163,40 +163,42 @@ func (v *Vault) sealSecret(ctx context.Context, st *eventstore.Store, in Intent,
 	return sealed, nil
 }
 
-// GetCredential returns the owner's credential of a server.
-func (v *Vault) GetCredential(ctx context.Context, owner events.Owner, serverID, id string) (domain.Credential, error) {
+// CredentialDoc returns the owner's credential of a server as the API sends
+// it (GetCredential's object, stored by the projector).
+func (v *Vault) CredentialDoc(ctx context.Context, owner events.Owner, serverID, id string) ([]byte, error) {
 	if !domain.ValidServerID(serverID) || !domain.ValidCredentialID(id) {
-		return domain.Credential{}, domain.ErrCredentialNotFound
+		return nil, domain.ErrCredentialNotFound
 	}
 	if err := v.Sync(ctx); err != nil {
-		return domain.Credential{}, err
+		return nil, err
 	}
 	if err := v.held(ctx, owner, serverID); err != nil {
-		return domain.Credential{}, err // the projector holds it: 503 aggregate_held
+		return nil, err // the projector holds it: 503 aggregate_held
 	}
-	c, err := v.DB.View().GetCredential(ctx, owner, serverID, id)
+	doc, err := v.DB.View().CredentialDoc(ctx, owner, serverID, id)
 	if errors.Is(err, projections.ErrNotFound) {
-		return domain.Credential{}, domain.ErrCredentialNotFound
+		return nil, domain.ErrCredentialNotFound
 	}
-	return c, err
+	return doc, err
 }
 
-// ListCredentials returns one page of the credentials of the owner's server.
-func (v *Vault) ListCredentials(ctx context.Context, owner events.Owner, serverID string, includeRevoked bool, p projections.Page) ([]domain.Credential, bool, error) {
+// CredentialDocs appends one page of the credentials of the owner's server,
+// as the API sends them, to dst (ListCredentials' objects).
+func (v *Vault) CredentialDocs(ctx context.Context, owner events.Owner, serverID string, includeRevoked bool, p projections.Page, dst []byte) (projections.DocPage, error) {
 	if !domain.ValidServerID(serverID) {
-		return nil, false, domain.ErrServerNotFound
+		return projections.DocPage{}, domain.ErrServerNotFound
 	}
 	if err := v.Sync(ctx); err != nil {
-		return nil, false, err
+		return projections.DocPage{}, err
 	}
 	if err := v.held(ctx, owner, serverID); err != nil {
-		return nil, false, err // the projector holds it: 503 aggregate_held
+		return projections.DocPage{}, err // the projector holds it: 503 aggregate_held
 	}
-	out, more, err := v.DB.View().ListServerCredentials(ctx, owner, serverID, includeRevoked, p)
+	out, err := v.DB.View().CredentialDocs(ctx, owner, serverID, includeRevoked, p, dst)
 	if errors.Is(err, projections.ErrNotFound) {
-		return nil, false, domain.ErrServerNotFound
+		return projections.DocPage{}, domain.ErrServerNotFound
 	}
-	return out, more, err
+	return out, err
 }
 
 // credentialWrite runs a write on one credential of the owner's server,

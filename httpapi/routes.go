@@ -137,12 +137,13 @@ func (h *Handler) listCredentials(c *gin.Context) {
 	if !ok {
 		return
 	}
-	items, more, err := h.Vault.ListCredentials(ctx, owner(c), c.Param("server_id"), include, p)
+	pg, err := h.Vault.CredentialDocs(ctx, owner(c), c.Param("server_id"), include, p,
+		append(make([]byte, 0, 160+512*p.Limit), listStart...))
 	if err != nil {
 		h.fail(c, err)
 		return
 	}
-	c.Data(http.StatusOK, "application/json; charset=utf-8", appendCredentialList(make([]byte, 0, 64+400*len(items)), items, more))
+	c.Data(http.StatusOK, "application/json; charset=utf-8", appendListEnd(pg.Data, pg.N, pg.FirstID, pg.LastID, pg.More))
 }
 
 func (h *Handler) getCredential(c *gin.Context) {
@@ -150,12 +151,12 @@ func (h *Handler) getCredential(c *gin.Context) {
 	if !ok {
 		return
 	}
-	cred, err := h.Vault.GetCredential(ctx, owner(c), c.Param("server_id"), c.Param("credential_id"))
+	doc, err := h.Vault.CredentialDoc(ctx, owner(c), c.Param("server_id"), c.Param("credential_id"))
 	if err != nil {
 		h.fail(c, err)
 		return
 	}
-	c.JSON(http.StatusOK, renderCredential(cred))
+	c.Data(http.StatusOK, "application/json; charset=utf-8", doc)
 }
 
 // emptyBody accepts no body or {} (revoke).

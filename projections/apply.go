@@ -215,12 +215,12 @@ func (d *DB) Apply(ctx context.Context, msgs []Msg) (Applied, error) {
 
 const (
 	insertServer = "INSERT OR REPLACE INTO servers (" + serverColumnsInsert + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-	insertCred   = "INSERT OR REPLACE INTO credentials (" + credentialColumnsInsert + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+	insertCred   = "INSERT OR REPLACE INTO credentials (" + credentialColumnsInsert + ") VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
 	serverColumnsInsert = `id, owner, account, user, name, server_label, server_url, server_description,
 	allowed_tools, require_approval, metadata, created_at, updated_at, tree_seq, tools_changed_at`
 	credentialColumnsInsert = `id, server_id, owner, account, user, name, auth_type, authorization_preview,
-	header_names, expires_at, last_used_at, created_at, updated_at, revoked_at, secret`
+	header_names, expires_at, last_used_at, created_at, updated_at, revoked_at, secret, doc`
 )
 
 const (

@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
+	"github.com/mcpvault/vault/apijson"
 	"github.com/mcpvault/vault/domain"
 	"github.com/mcpvault/vault/events"
 )
@@ -64,24 +66,6 @@ func (f *credentialFields) into(c *domain.Credential) error {
 	return nil
 }
 
-// credentialListColumns are what a list page reads: not the sealed secret
-// (a list never shows it; reading and decoding it was a large part of a
-// page), nor the server and owner, which the query fixes.
-const credentialListColumns = `id, name, auth_type, authorization_preview, header_names, expires_at,
-	last_used_at, created_at, updated_at, revoked_at`
-
-// scanCredentialListRow scans credentialListColumns of a credential of
-// owner's server serverID.
-func scanCredentialListRow(row scanner, owner events.Owner, serverID string) (domain.Credential, error) {
-	c := domain.Credential{ServerID: serverID, Owner: owner}
-	var f credentialFields
-	if err := row.Scan(&c.ID, &f.name, &c.AuthType, &f.preview, &f.headerNames, &f.expires, &f.lastUsed,
-		&f.created, &f.updated, &f.revoked); err != nil {
-		return domain.Credential{}, err
-	}
-	return c, f.into(&c)
-}
-
 func credentialArgs(c domain.Credential) []any {
 	names, _ := json.Marshal(c.HeaderNames)
 	var secret any
@@ -90,50 +74,107 @@ func credentialArgs(c domain.Credential) []any {
 	}
 	return []any{c.ID, c.ServerID, c.Owner.Key(), c.Owner.Account, c.Owner.User, c.Name, c.AuthType,
 		c.AuthorizationPreview, string(names), timeArg(c.ExpiresAt), timeArg(c.LastUsedAt),
-		c.CreatedAt.String(), c.UpdatedAt.String(), timeArg(c.RevokedAt), secret}
+		c.CreatedAt.String(), c.UpdatedAt.String(), timeArg(c.RevokedAt), secret, credentialDoc(&c)}
+}
+
+// credentialDoc is the credential's public object as the API sends it
+// (apijson), stored with the row so that a read copies it instead of
+// decoding ten columns and rendering them: on a page of 20 that work was
+// most of the read's cost. A change to the object's shape needs a migration
+// that renders every row again (renderCredentialDocs).
+func credentialDoc(c *domain.Credential) []byte {
+	return apijson.AppendCredential(make([]byte, 0, 512), c)
+}
+
+// renderCredentialDocs (re)renders the stored object of every credential,
+// in pages by id: the migration that added the column runs it.
+func renderCredentialDocs(ctx context.Context, tx *sql.Tx) error {
+	after := ""
+	for {
+		rows, err := tx.QueryContext(ctx, "SELECT "+credentialColumns+" FROM credentials WHERE id > ? ORDER BY id LIMIT 1000", after)
+		if err != nil {
+			return err
+		}
+		var page []domain.Credential
+		for rows.Next() {
+			c, err := scanCredential(rows)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			page = append(page, c)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if len(page) == 0 {
+			return nil
+		}
+		for i := range page {
+			if _, err := tx.ExecContext(ctx, "UPDATE credentials SET doc = ? WHERE id = ?", credentialDoc(&page[i]), page[i].ID); err != nil {
+				return err
+			}
+		}
+		after = page[len(page)-1].ID
+	}
 }
 
 // GetCredential returns the owner's credential of a server.
 func (v View) GetCredential(ctx context.Context, owner events.Owner, serverID, id string) (domain.Credential, error) {
 	return scanCredential(v.q.QueryRowContext(ctx, "SELECT "+credentialColumns+
-		" FROM credentials WHERE id = ? AND server_id = ? AND owner = ?", id, serverID, owner.Key()))
+		" FROM credentials WHERE id = +? AND server_id = +? AND owner = +?", id, serverID, owner.Key()))
 }
 
-// ListCredentials returns one page of the owner's credentials of a server,
-// without their sealed secrets (Secret is nil; GetCredential has it).
-func (v View) ListCredentials(ctx context.Context, owner events.Owner, serverID string, includeRevoked bool, p Page) ([]domain.Credential, bool, error) {
-	q := "SELECT " + credentialListColumns + " FROM credentials WHERE server_id = ? AND owner = ?"
+// CredentialDoc returns the owner's credential of a server as the API
+// sends it.
+func (v View) CredentialDoc(ctx context.Context, owner events.Owner, serverID, id string) ([]byte, error) {
+	var doc []byte
+	err := v.q.QueryRowContext(ctx, "SELECT doc FROM credentials WHERE id = +? AND server_id = +? AND owner = +?",
+		id, serverID, owner.Key()).Scan(&doc)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err == nil && len(doc) == 0 {
+		return nil, fmt.Errorf("projections: credential %s has no stored object", id)
+	}
+	return doc, err
+}
+
+// CredentialDocs appends one page of the owner's credentials of a server, as
+// the API sends them, to dst; ErrNotFound when the owner has no such server.
+// It needs no transaction: a page with items proves the server (its
+// credentials are deleted with it, in one transaction), and only an empty
+// page is followed by a look at the server (a server without those
+// credentials existed between the two).
+func (v View) CredentialDocs(ctx context.Context, owner events.Owner, serverID string, includeRevoked bool, p Page, dst []byte) (DocPage, error) {
+	q := "SELECT id, doc FROM credentials WHERE server_id = +? AND owner = +?"
 	if !includeRevoked {
 		q += " AND revoked_at IS NULL"
 	}
-	return page(ctx, v.q, q, []any{serverID, owner.Key()}, p, func(r scanner) (domain.Credential, error) {
-		return scanCredentialListRow(r, owner, serverID)
-	})
+	out, err := docPage(ctx, v.q, q, []any{serverID, owner.Key()}, p, dst)
+	if err != nil || out.N > 0 {
+		return out, err
+	}
+	if err := v.serverExists(ctx, owner, serverID); err != nil {
+		return DocPage{}, err
+	}
+	return out, nil
 }
 
-// ListServerCredentials is ListCredentials for a server that must exist:
-// ErrNotFound when the owner has no such server. It needs no transaction: a
-// page with items proves the server (its credentials are deleted with it,
-// in one transaction), and only an empty page is followed by a look at the
-// server (a server without those credentials existed between the two).
-func (v View) ListServerCredentials(ctx context.Context, owner events.Owner, serverID string, includeRevoked bool, p Page) ([]domain.Credential, bool, error) {
-	out, more, err := v.ListCredentials(ctx, owner, serverID, includeRevoked, p)
-	if err != nil || len(out) > 0 {
-		return out, more, err
-	}
+func (v View) serverExists(ctx context.Context, owner events.Owner, serverID string) error {
 	var one int
-	err = v.q.QueryRowContext(ctx, "SELECT 1 FROM servers WHERE id = ? AND owner = ?", serverID, owner.Key()).Scan(&one)
+	err := v.q.QueryRowContext(ctx, "SELECT 1 FROM servers WHERE id = +? AND owner = +?", serverID, owner.Key()).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, false, ErrNotFound
+		return ErrNotFound
 	}
-	return out, more, err
+	return err
 }
 
 // NewestUsableCredential returns the owner's newest credential of a server
 // that is neither revoked nor expired at now, or ErrNotFound.
 func (v View) NewestUsableCredential(ctx context.Context, owner events.Owner, serverID string, now time.Time) (domain.Credential, error) {
 	return scanCredential(v.q.QueryRowContext(ctx, "SELECT "+credentialColumns+
-		` FROM credentials WHERE server_id = ? AND owner = ? AND revoked_at IS NULL
-		  AND (expires_at IS NULL OR expires_at > ?) ORDER BY id DESC LIMIT 1`,
+		` FROM credentials WHERE server_id = +? AND owner = +? AND revoked_at IS NULL
+		  AND (expires_at IS NULL OR expires_at > +?) ORDER BY id DESC LIMIT 1`,
 		serverID, owner.Key(), events.NewTime(now).String()))
 }

@@ -28,7 +28,7 @@ func (d *DB) CredentialBinding(ctx context.Context, id string) (serverID string,
 
 // OwnerServers lists the ids of an owner's servers.
 func (d *DB) OwnerServers(ctx context.Context, o events.Owner) ([]string, error) {
-	rows, err := d.sql.QueryContext(ctx, "SELECT id FROM servers WHERE owner = ? ORDER BY id", o.Key())
+	rows, err := d.sql.QueryContext(ctx, "SELECT id FROM servers WHERE owner = +? ORDER BY id", o.Key())
 	if err != nil {
 		return nil, err
 	}

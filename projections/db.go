@@ -344,6 +344,12 @@ func recordedMigrations(ctx context.Context, conn *sql.Conn, names []string) (ma
 	return applied, tx.Commit()
 }
 
+// migrationSteps are the Go parts of migrations, run after their SQL in the
+// same transaction: what SQL cannot compute (a credential's API object).
+var migrationSteps = map[string]func(context.Context, *sql.Tx) error{
+	"0006_credential_doc.sql": renderCredentialDocs,
+}
+
 // applyMigration runs one migration and records it, in one transaction.
 func applyMigration(ctx context.Context, conn *sql.Conn, fsys fs.FS, name string) error {
 	body, err := fs.ReadFile(fsys, name)
@@ -364,6 +370,11 @@ func applyMigration(ctx context.Context, conn *sql.Conn, fsys fs.FS, name string
 	}
 	if _, err := tx.ExecContext(ctx, string(body)); err != nil {
 		return fmt.Errorf("projections: migration %s: %w", path.Base(name), err)
+	}
+	if step := migrationSteps[path.Base(name)]; step != nil {
+		if err := step(ctx, tx); err != nil {
+			return fmt.Errorf("projections: migration %s: %w", path.Base(name), err)
+		}
 	}
 	if _, err := tx.ExecContext(ctx, "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
 		path.Base(name), time.Now().UTC().Format(time.RFC3339Nano)); err != nil {

@@ -135,7 +135,7 @@ func (v View) Held(ctx context.Context, owner events.Owner, serverID string) err
 	)
 	err := v.q.QueryRowContext(ctx, `SELECT h.seq, h.event_type, h.event_version FROM held_aggregates h
 		LEFT JOIN servers s ON s.id = h.server_id
-		WHERE h.server_id = ? AND (s.owner = ? OR (s.id IS NULL AND h.owner = ?))`,
+		WHERE h.server_id = +? AND (s.owner = +? OR (s.id IS NULL AND h.owner = +?))`,
 		serverID, owner.Key(), owner.Key()).Scan(&seq, &typ, &version)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil

@@ -1,13 +1,21 @@
 package projections
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
+	"fmt"
 	"io/fs"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
+
+	"github.com/mcpvault/vault/apijson"
+	"github.com/mcpvault/vault/domain"
+	"github.com/mcpvault/vault/events"
 )
 
 // A read model made by a build whose migrations were 0001 and
@@ -129,5 +137,130 @@ func TestMigrationsRecordedByName(t *testing.T) {
 	}
 	if got := names(); len(got) != len(base) {
 		t.Fatalf("recorded %v after taking over", got)
+	}
+}
+
+// A read model made before credentials carried their API object (0006)
+// gets every object rendered when this build opens it: a get and every
+// list page then answer exactly what the columns say, across the
+// migration's chunks of 1,000 rows.
+func TestCredentialDocMigrationRendersExistingRows(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "rm.sqlite")
+	raw, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.SetMaxOpenConns(1)
+	before := fstest.MapFS{}
+	names, _ := fs.Glob(migrations, "migrations/*.sql")
+	for _, n := range names {
+		if n < "migrations/0006" {
+			b, _ := migrations.ReadFile(n)
+			before[n] = &fstest.MapFile{Data: b}
+		}
+	}
+	if err := (&DB{sql: raw}).migrateFrom(ctx, before); err != nil {
+		t.Fatal(err)
+	}
+	owner := events.Owner{Account: "acct", User: "u<&>"}
+	srv := "mcp_srv_0196a1b2c3d4e5f60718293a4b5c6d01"
+	created := events.NewTime(time.Date(2026, 11, 30, 12, 0, 0, 123456789, time.UTC))
+	if _, err := raw.Exec(`INSERT INTO servers (id, owner, account, user, name, server_label, server_url,
+		require_approval, metadata, created_at, updated_at, tree_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`,
+		srv, owner.Key(), owner.Account, owner.User, "n", "l", "https://example.com/mcp", "never", "{}",
+		created.String(), created.String(), 1); err != nil {
+		t.Fatal(err)
+	}
+	const n = 1500
+	for i := range n {
+		c := domain.Credential{ID: fmt.Sprintf("mcp_cred_0196a1b2c3d4e5f6071829%010d", i), ServerID: srv, Owner: owner,
+			AuthType: "bearer", HeaderNames: []string{}, CreatedAt: created, UpdatedAt: created}
+		switch i % 4 {
+		case 0:
+			name, prev := "tok\"en\u2028", "****...wxyz"
+			c.Name, c.AuthorizationPreview = &name, &prev
+		case 1:
+			c.AuthType, c.HeaderNames = "headers", []string{"X-Api-Key", "X-<Team>"}
+		case 2:
+			exp := events.NewTime(created.Add(time.Hour))
+			c.ExpiresAt, c.LastUsedAt = &exp, &exp
+		case 3:
+			rev := events.NewTime(created.Add(time.Minute))
+			c.RevokedAt, c.UpdatedAt = &rev, rev
+		}
+		args := credentialArgs(c)
+		if _, err := raw.Exec(`INSERT INTO credentials (`+strings.TrimSuffix(credentialColumnsInsert, ", doc")+
+			`) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`, args[:len(args)-1]...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw.Close()
+
+	d, err := Open(ctx, path, Writer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	v := d.View()
+	var want []byte // every credential's object rendered from its columns, newest first
+	for i := n - 1; i >= 0; i-- {
+		c, err := v.GetCredential(ctx, owner, srv, fmt.Sprintf("mcp_cred_0196a1b2c3d4e5f6071829%010d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc, err := v.CredentialDoc(ctx, owner, srv, c.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := apijson.AppendCredential(nil, &c); !bytes.Equal(doc, r) {
+			t.Fatalf("%s: stored %s, columns say %s", c.ID, doc, r)
+		}
+		if len(want) > 0 {
+			want = append(want, ',')
+		}
+		want = append(want, doc...)
+	}
+	// The pages, walked forward and then back, join to the same objects.
+	var got []byte
+	p := Page{Limit: 100, Desc: true}
+	for pages := 0; ; pages++ {
+		pg, err := v.CredentialDocs(ctx, owner, srv, true, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) > 0 {
+			got = append(got, ',')
+		}
+		got = append(got, pg.Data...)
+		if !pg.More {
+			break
+		}
+		p.After = pg.LastID
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("pages walked forward differ from the objects (%d vs %d bytes)", len(got), len(want))
+	}
+	got = got[:0]
+	p = Page{Limit: 100, Desc: true, Before: "mcp_cred_0196a1b2c3d4e5f6071829" + strings.Repeat("0", 9) + "0"}
+	for {
+		pg, err := v.CredentialDocs(ctx, owner, srv, true, p, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pg.N > 0 && !bytes.HasPrefix(pg.Data, []byte(`{"id":"`+pg.FirstID+`"`)) {
+			t.Fatalf("page before %s starts with %.60s, first_id %s", p.Before, pg.Data, pg.FirstID)
+		}
+		if len(got) > 0 && pg.N > 0 {
+			pg.Data = append(pg.Data, ',')
+		}
+		got = append(pg.Data, got...)
+		if !pg.More {
+			break
+		}
+		p.Before = pg.FirstID
+	}
+	if want := want[:bytes.LastIndex(want, []byte(`,{"id":"mcp_cred_0196a1b2c3d4e5f60718290000000000"`))]; !bytes.Equal(got, want) {
+		t.Fatalf("pages walked back differ from the objects (%d vs %d bytes)", len(got), len(want))
 	}
 }

@@ -63,12 +63,12 @@ func serverArgs(s domain.Server, seq uint64) []any {
 // GetServer returns the owner's server and the last stream sequence under it.
 func (v View) GetServer(ctx context.Context, owner events.Owner, id string) (domain.Server, uint64, error) {
 	return scanServer(v.q.QueryRowContext(ctx,
-		"SELECT "+serverColumns+" FROM servers WHERE id = ? AND owner = ?", id, owner.Key()))
+		"SELECT "+serverColumns+" FROM servers WHERE id = +? AND owner = +?", id, owner.Key()))
 }
 
 // ListServers returns one page of the owner's servers.
 func (v View) ListServers(ctx context.Context, owner events.Owner, p Page) ([]domain.Server, bool, error) {
-	return page(ctx, v.q, "SELECT "+serverColumns+" FROM servers WHERE owner = ?", []any{owner.Key()}, p,
+	return page(ctx, v.q, "SELECT "+serverColumns+" FROM servers WHERE owner = +?", []any{owner.Key()}, p,
 		func(r scanner) (domain.Server, error) {
 			s, _, err := scanServer(r)
 			return s, err
