@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,16 +18,15 @@ import (
 	"github.com/mcpvault/vault/projections"
 )
 
-// BenchmarkReadHandlers serves a get and a list page (20 of 100
-// credentials) through the real Gin routes and a real read model, without
-// the network and without a stream (the barrier then waits for nothing):
-// what a read costs in the API process itself.
-func BenchmarkReadHandlers(b *testing.B) {
+// readFixture is a read model holding one server of u1 with 100
+// credentials, and the API's routes over it (no stream: the barrier waits
+// for nothing). It returns the handler, the server and its newest credential.
+func readFixture(tb testing.TB) (http.Handler, string, string) {
 	ctx := context.Background()
-	path := filepath.Join(b.TempDir(), "rm.sqlite")
+	path := filepath.Join(tb.TempDir(), "rm.sqlite")
 	w, err := projections.Open(ctx, path, projections.Writer)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	owner := events.Owner{Account: "acct", User: "u1"}
 	srv := "mcp_srv_0196a1b2c3d4e5f60718293a4b5c6d01"
@@ -47,22 +47,60 @@ func BenchmarkReadHandlers(b *testing.B) {
 	for i, r := range recs {
 		body, err := events.Marshal(r.Meta, r.Event)
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		msgs[i] = projections.Decode(r.Sequence, events.SubjectOf(r), body)
 	}
 	if _, err := w.Apply(ctx, msgs); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	w.Close()
 	db, err := projections.Open(ctx, path, projections.Reader)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	defer db.Close()
+	tb.Cleanup(func() { db.Close() })
 	log := slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	h := (&httpapi.Handler{Vault: &app.Vault{DB: db, Log: log}, Log: log,
 		Keys: []httpapi.APIKey{{Account: "acct", Key: "sk-bench-0123456789"}}}).Routes()
+	return h, srv, cred
+}
+
+// A get and a list page go out whole, with their Content-Length (not
+// chunked: a page of 20 is over net/http's 2 KiB chunking threshold), as
+// valid JSON.
+func TestReadsAnswerWithContentLength(t *testing.T) {
+	h, srv, cred := readFixture(t)
+	ts := httptest.NewServer(h)
+	defer ts.Close()
+	for _, path := range []string{"/api/v1/llm/mcp/servers/" + srv + "/credentials/" + cred, "/api/v1/llm/mcp/servers/" + srv + "/credentials"} {
+		req, _ := http.NewRequest(http.MethodGet, ts.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer sk-bench-0123456789")
+		req.Header.Set("X-On-Behalf-Of", "u1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %v", path, resp.StatusCode, err)
+		}
+		if resp.ContentLength != int64(len(body)) || len(resp.TransferEncoding) > 0 {
+			t.Fatalf("%s: Content-Length %d, body %d bytes, transfer encoding %v", path, resp.ContentLength, len(body), resp.TransferEncoding)
+		}
+		if !json.Valid(body) {
+			t.Fatalf("%s: not JSON: %.100s", path, body)
+		}
+	}
+}
+
+// BenchmarkReadHandlers serves a get and a list page (20 of 100
+// credentials) through the real Gin routes and a real read model, without
+// the network and without a stream (the barrier then waits for nothing):
+// what a read costs in the API process itself.
+func BenchmarkReadHandlers(b *testing.B) {
+	h, srv, cred := readFixture(b)
 	for _, c := range []struct{ name, path string }{
 		{"get", "/api/v1/llm/mcp/servers/" + srv + "/credentials/" + cred},
 		{"list20", "/api/v1/llm/mcp/servers/" + srv + "/credentials"},

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"runtime/trace"
 	"time"
@@ -97,6 +98,20 @@ func profiled(path string, f func()) error {
 	return nil
 }
 
+// writeAllocs writes the process's allocs profile (cumulative) to path.
+func writeAllocs(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC() // the profile shows allocations up to the last GC
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // profileRun profiles the create path (default sync and sync always) and the
 // get path of an in-process vault; the files go to prefix-*.cpu.prof.
 func profileRun(ctx context.Context, tmp, prefix string, conc int, dur time.Duration, logf func(string, ...any)) (map[string]loadgen.Result, error) {
@@ -179,6 +194,12 @@ func profileReads(ctx context.Context, tmp, prefix string, conc int, dur time.Du
 		closed := loadgen.Closed(ctx, loadgen.ClosedConfig{Concurrency: conc, Warmup: time.Second, Duration: dur / 2}, k.op)
 		var res, bg loadgen.Result
 		path := fmt.Sprintf("%s-read-%s.cpu.prof", prefix, k.name)
+		// Heap allocations of the window: the allocs profile before and
+		// after it (go tool pprof -sample_index=alloc_space -diff_base …).
+		apath := fmt.Sprintf("%s-read-%s.allocs", prefix, k.name)
+		if err := writeAllocs(apath + "-before.prof"); err != nil {
+			return nil, err
+		}
 		if err := profiled(path, func() {
 			done := make(chan struct{})
 			go func() {
@@ -188,6 +209,9 @@ func profileReads(ctx context.Context, tmp, prefix string, conc int, dur time.Du
 			res = loadgen.Open(ctx, loadgen.OpenConfig{Rate: 0.7 * closed.Throughput, Duration: dur, Workers: 128}, k.op)
 			<-done
 		}); err != nil {
+			return nil, err
+		}
+		if err := writeAllocs(apath + ".prof"); err != nil {
 			return nil, err
 		}
 		out["profile_read_"+k.name] = res
