@@ -31,6 +31,18 @@ const floorEnv = "VAULTBENCH_FLOOR"
 // floorBody is the size of a credential's JSON answer.
 var floorBody = []byte(`{"id":"mcp_cred_01KB0000000000000000000000","object":"mcp.credential","server_id":"mcp_srv_01KB0000000000000000000000","auth_type":"bearer","label":"user 0001","expires_at":null,"revoked_at":null,"last_used_at":null,"created_at":"2026-11-30T12:00:00.000Z","updated_at":"2026-11-30T12:00:00.000Z","secret_hint":"…abcd","owner":"u0001"}`)
 
+// floorListBody is the size of a list page of 20 credentials.
+var floorListBody = func() []byte {
+	b := []byte(`{"object":"list","data":[`)
+	for i := range 20 {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, floorBody...)
+	}
+	return append(b, `],"first_id":"mcp_cred_01KB0000000000000000000000","last_id":"mcp_cred_01KB0000000000000000000000","has_more":true}`...)
+}()
+
 // floorMain is the child process: VAULTBENCH_FLOOR=<listen addr>,
 // VAULTBENCH_FLOOR_NATS=<nats url of the vault's api user>.
 func floorMain(addr, natsURL string) {
@@ -47,18 +59,24 @@ func floorMain(addr, natsURL string) {
 	// /nats asks the stream's info (what a read asks today); /msgget the
 	// stream's last message through the JetStream API (what the leader
 	// answers); /direct a direct get of it (any replica may answer).
+	// /natslist is /nats answering a list page's bytes.
 	for path, req := range map[string][2]string{
-		"/nats":   {"$JS.API.STREAM.INFO.VAULT", ""},
-		"/msgget": {"$JS.API.STREAM.MSG.GET.VAULT", `{"last_by_subj":">"}`},
-		"/direct": {"$JS.API.DIRECT.GET.VAULT", `{"last_by_subj":">"}`},
+		"/nats":     {"$JS.API.STREAM.INFO.VAULT", ""},
+		"/natslist": {"$JS.API.STREAM.INFO.VAULT", ""},
+		"/msgget":   {"$JS.API.STREAM.MSG.GET.VAULT", `{"last_by_subj":">"}`},
+		"/direct":   {"$JS.API.DIRECT.GET.VAULT", `{"last_by_subj":">"}`},
 	} {
+		body := floorBody
+		if path == "/natslist" {
+			body = floorListBody
+		}
 		mux.HandleFunc("GET "+path, func(w http.ResponseWriter, r *http.Request) {
 			if _, err := nc.RequestWithContext(r.Context(), req[0], []byte(req[1])); err != nil {
 				http.Error(w, err.Error(), http.StatusServiceUnavailable)
 				return
 			}
 			w.Header().Set("Content-Type", "application/json")
-			_, _ = w.Write(floorBody)
+			_, _ = w.Write(body)
 		})
 	}
 	ln, err := net.Listen("tcp", addr)
@@ -160,5 +178,18 @@ func floorRuns(ctx context.Context, base string, rate70, rate10 float64, warm, d
 			out[path+"_"+r.name] = loadgen.Open(ctx, loadgen.OpenConfig{Rate: r.rate, Warmup: warm, Duration: dur, Workers: 128}, floorOp(base, "/"+path))
 		}
 	}
+	return out
+}
+
+// floorListRuns offers /natslist the rates a list page was offered: 70 %
+// while background runs, and 10 % without writes.
+func floorListRuns(ctx context.Context, base string, rate70, rate10 float64, warm, dur time.Duration, background func(warm, dur time.Duration) loadgen.Result) map[string]loadgen.Result {
+	out := map[string]loadgen.Result{}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); out["background"] = background(warm, dur+200*time.Millisecond) }()
+	out["list_open70_writes"] = loadgen.Open(ctx, loadgen.OpenConfig{Rate: rate70, Warmup: warm, Duration: dur, Workers: 128}, floorOp(base, "/natslist"))
+	wg.Wait()
+	out["list_open10"] = loadgen.Open(ctx, loadgen.OpenConfig{Rate: rate10, Warmup: warm, Duration: dur, Workers: 128}, floorOp(base, "/natslist"))
 	return out
 }

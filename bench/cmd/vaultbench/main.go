@@ -619,6 +619,14 @@ func (b *bench) reads(ctx context.Context, bin string, conc int, warm, dur time.
 			b.logf("  floor server: %v", err)
 		} else {
 			fl := floorRuns(ctx, f.URL, 0.7*maxRPS["get"], 0.1*maxRPS["get"], warm/2, dur, background)
+			if maxRPS["list"] > 0 {
+				// The same for a list page's bytes at the list's rates.
+				for k, r := range floorListRuns(ctx, f.URL, 0.7*maxRPS["list"], 0.1*maxRPS["list"], warm/2, dur, background) {
+					if k != "background" {
+						fl[k] = r
+					}
+				}
+			}
 			f.Stop()
 			for _, k := range []struct{ key, label string }{
 				{"nats_open70_writes", "floor: HTTP + one stream request, 70% of the get's max, creates at 10%"},
@@ -628,8 +636,13 @@ func (b *bench) reads(ctx context.Context, bin string, conc int, warm, dur time.
 				{"nats_open10", "floor: HTTP + one stream request, 10% of the get's max"},
 				{"http_open70", "floor: HTTP alone, 70% of the get's max"},
 				{"http_open10", "floor: HTTP alone, 10% of the get's max"},
+				{"list_open70_writes", "floor: HTTP + one stream request answering a list page's bytes, 70% of the list's max, creates at 10%"},
+				{"list_open10", "floor: the same, 10% of the list's max"},
 			} {
-				r := fl[k.key]
+				r, ok := fl[k.key]
+				if !ok {
+					continue
+				}
 				b.logf("  %s: %s", k.label, r)
 				b.runs["read_floor_"+k.key] = r
 				b.fig("read_floor_"+k.key+"_p99_ms", r.P99Ms, "ms")
