@@ -14,6 +14,7 @@ import (
 
 	_ "github.com/mattn/go-sqlite3" // the raw baseline's driver
 
+	"github.com/mcpvault/vault/apijson"
 	"github.com/mcpvault/vault/domain"
 	"github.com/mcpvault/vault/events"
 	"github.com/mcpvault/vault/projections"
@@ -110,8 +111,8 @@ const (
 	server_description, allowed_tools, require_approval, metadata, created_at, updated_at, tree_seq)
 	VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
 	rawInsertCred = `INSERT OR REPLACE INTO credentials (id, server_id, owner, account, user, name, auth_type,
-	authorization_preview, header_names, expires_at, last_used_at, created_at, updated_at, revoked_at, secret)
-	VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
+	authorization_preview, header_names, expires_at, last_used_at, created_at, updated_at, revoked_at, secret, doc)
+	VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
 )
 
 // dbRow is one INSERT of the raw baseline with its arguments.
@@ -142,7 +143,8 @@ func rowsOf(msgs []streamMsg) ([]dbRow, error) {
 			names, _ := json.Marshal(c.HeaderNames)
 			secret, _ := json.Marshal(c.Secret)
 			out = append(out, dbRow{args: []any{c.ID, c.ServerID, c.Owner.Key(), c.Owner.Account, c.Owner.User, c.Name,
-				c.AuthType, c.AuthorizationPreview, string(names), nil, nil, c.CreatedAt.String(), c.UpdatedAt.String(), nil, secret}})
+				c.AuthType, c.AuthorizationPreview, string(names), nil, nil, c.CreatedAt.String(), c.UpdatedAt.String(), nil, secret,
+				apijson.AppendCredential(nil, &c)}}) // the stored API object (projections/credential.go)
 		default:
 			return nil, fmt.Errorf("unexpected event %T", r.Event)
 		}
