@@ -41,7 +41,11 @@ type Config struct {
 	Duplicates time.Duration
 	// IdempotencyTTL is how long idempotent answers are remembered (default 24 h).
 	IdempotencyTTL time.Duration
-	// AttemptTimeout bounds one publish attempt or message get (default 2 s).
+	// AttemptTimeout bounds one publish attempt or message get (default 1 s).
+	// An attempt in flight to a stream leader that stops answers nothing
+	// (nor fails on the client's reconnect); it is then sent again with the
+	// same Nats-Msg-Id, so this bounds how long writes stall across a leader
+	// change. An ack takes milliseconds (tens under sync always and load).
 	AttemptTimeout time.Duration
 	// PublishLatency, when set, observes the duration of every Append.
 	PublishLatency func(time.Duration)
@@ -98,7 +102,7 @@ func newStore(nc *nats.Conn, cfg Config) (*Store, jetstream.JetStream, error) {
 		cfg.Stream = "VAULT"
 	}
 	if cfg.AttemptTimeout == 0 {
-		cfg.AttemptTimeout = 2 * time.Second
+		cfg.AttemptTimeout = time.Second
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
