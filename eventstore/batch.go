@@ -145,7 +145,7 @@ func splitBatch(group []*batchReq) (batch, later []*batchReq) {
 }
 
 func (c *committer) commit(batch []*batchReq) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.s.cfg.AttemptTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), c.s.batchTimeout())
 	defer cancel()
 	var apiErr *jetstream.APIError
 	if len(batch) == 1 {

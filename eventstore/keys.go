@@ -152,7 +152,7 @@ func (s *Store) PutKeysAtomic(ctx context.Context, keys []NewKey) ([]uint64, []e
 		m.Header.Set(jetstream.MsgIDHeader, "dek-"+k.CredentialID)
 		msgs[i] = m
 	}
-	actx, cancel := context.WithTimeout(ctx, s.cfg.AttemptTimeout)
+	actx, cancel := context.WithTimeout(ctx, s.batchTimeout())
 	defer cancel()
 	ack, err := jetstreamext.PublishMsgBatch(actx, s.JS, msgs, jetstreamext.BatchFlowControl{AckFirst: false})
 	if err == nil && ack.BatchSize != uint64(len(msgs)) {

@@ -46,6 +46,9 @@ type Config struct {
 	// (nor fails on the client's reconnect); it is then sent again with the
 	// same Nats-Msg-Id, so this bounds how long writes stall across a leader
 	// change. An ack takes milliseconds (tens under sync always and load).
+	// An atomic batch (group commit, keys stored ahead) has twice as long:
+	// it is acknowledged after its last message is stored, and one that
+	// times out is treated as uncertain (sent again message by message).
 	AttemptTimeout time.Duration
 	// PublishLatency, when set, observes the duration of every Append.
 	PublishLatency func(time.Duration)
@@ -94,6 +97,9 @@ func (c Config) IdempotencyBucket() string { return c.Stream + "_IDEMPOTENCY" }
 func (c Config) keySubject(credentialID string) string {
 	return "vaultkeys." + strings.ToLower(c.Stream) + ".dek." + credentialID
 }
+
+// batchTimeout bounds one atomic batch attempt (see Config.AttemptTimeout).
+func (s *Store) batchTimeout() time.Duration { return 2 * s.cfg.AttemptTimeout }
 
 // newStore applies the defaults Open and Bind share and makes the store's
 // JetStream handles; the caller binds (or creates) its streams.
