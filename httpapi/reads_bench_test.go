@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -93,6 +95,39 @@ func TestReadsAnswerWithContentLength(t *testing.T) {
 			t.Fatalf("%s: not JSON: %.100s", path, body)
 		}
 	}
+	// List answers are built in pooled buffers: pages of different sizes
+	// requested concurrently each get their own bytes.
+	get := func(path string) []byte {
+		req, _ := http.NewRequest(http.MethodGet, ts.URL+path, nil)
+		req.Header.Set("Authorization", "Bearer sk-bench-0123456789")
+		req.Header.Set("X-On-Behalf-Of", "u1")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Error(err)
+			return nil
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return body
+	}
+	paths := []string{"/api/v1/llm/mcp/servers/" + srv + "/credentials", "/api/v1/llm/mcp/servers/" + srv + "/credentials?limit=3&order=asc"}
+	want := [][]byte{get(paths[0]), get(paths[1])}
+	if bytes.Equal(want[0], want[1]) || !json.Valid(want[1]) {
+		t.Fatalf("pages of 20 and of 3 answered %.80s and %.80s", want[0], want[1])
+	}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for i := range 50 {
+				k := (w + i) % 2
+				if got := get(paths[k]); !bytes.Equal(got, want[k]) {
+					t.Errorf("%s answered %.120s, want %.120s", paths[k], got, want[k])
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // BenchmarkReadHandlers serves a get and a list page (20 of 100

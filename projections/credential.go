@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/mcpvault/vault/apijson"
@@ -86,37 +85,78 @@ func credentialDoc(c *domain.Credential) []byte {
 	return apijson.AppendCredential(make([]byte, 0, 512), c)
 }
 
-// renderCredentialDocs (re)renders the stored object of every credential,
-// in pages by id: the migration that added the column runs it.
+// renderCredentialDocs renders the stored object of every credential: the
+// migration that added the column runs it.
 func renderCredentialDocs(ctx context.Context, tx *sql.Tx) error {
+	_, _, err := renderDocs(ctx, tx, false)
+	return err
+}
+
+// renderDocs renders the stored object of every credential (of those
+// without one, when missing), by id in chunks. A row whose columns cannot
+// be read is skipped (counted): it keeps no object, and its reads fail as
+// they did before objects were stored, instead of the whole file.
+func renderDocs(ctx context.Context, tx *sql.Tx, missing bool) (rendered, skipped int, err error) {
+	list := "SELECT id FROM credentials WHERE id > ? ORDER BY id LIMIT 1000"
+	if missing {
+		list = "SELECT id FROM credentials WHERE doc IS NULL AND id > ? ORDER BY id LIMIT 1000"
+	}
 	after := ""
 	for {
-		rows, err := tx.QueryContext(ctx, "SELECT "+credentialColumns+" FROM credentials WHERE id > ? ORDER BY id LIMIT 1000", after)
+		rows, err := tx.QueryContext(ctx, list, after)
 		if err != nil {
-			return err
+			return rendered, skipped, err
 		}
-		var page []domain.Credential
+		var ids []string
 		for rows.Next() {
-			c, err := scanCredential(rows)
-			if err != nil {
+			var id string
+			if err := rows.Scan(&id); err != nil {
 				rows.Close()
-				return err
+				return rendered, skipped, err
 			}
-			page = append(page, c)
+			ids = append(ids, id)
 		}
 		if err := rows.Close(); err != nil {
-			return err
+			return rendered, skipped, err
 		}
-		if len(page) == 0 {
-			return nil
+		if len(ids) == 0 {
+			return rendered, skipped, nil
 		}
-		for i := range page {
-			if _, err := tx.ExecContext(ctx, "UPDATE credentials SET doc = ? WHERE id = ?", credentialDoc(&page[i]), page[i].ID); err != nil {
-				return err
+		for _, id := range ids {
+			c, err := scanCredential(tx.QueryRowContext(ctx, "SELECT "+credentialColumns+" FROM credentials WHERE id = ?", id))
+			if err != nil {
+				skipped++
+				continue
 			}
+			if _, err := tx.ExecContext(ctx, "UPDATE credentials SET doc = ? WHERE id = ?", credentialDoc(&c), id); err != nil {
+				return rendered, skipped, err
+			}
+			rendered++
 		}
-		after = page[len(page)-1].ID
+		after = ids[len(ids)-1]
 	}
+}
+
+// renderMissingDocs renders the objects a build older than the column left
+// out (a projector still running it wrote rows after an API of this build
+// migrated the file, or the file went back and forth between the two). A
+// writer runs it when it opens; reads render such rows from their columns
+// meanwhile.
+func (d *DB) renderMissingDocs(ctx context.Context) (int, error) {
+	var any bool
+	if err := d.sql.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM credentials WHERE doc IS NULL)").Scan(&any); err != nil || !any {
+		return 0, err
+	}
+	tx, err := d.sql.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer tx.Rollback()
+	n, _, err := renderDocs(ctx, tx, true)
+	if err != nil {
+		return 0, err
+	}
+	return n, tx.Commit()
 }
 
 // GetCredential returns the owner's credential of a server.
@@ -134,8 +174,12 @@ func (v View) CredentialDoc(ctx context.Context, owner events.Owner, serverID, i
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, ErrNotFound
 	}
-	if err == nil && len(doc) == 0 {
-		return nil, fmt.Errorf("projections: credential %s has no stored object", id)
+	if err == nil && len(doc) == 0 { // written by an older build (renderMissingDocs)
+		c, err := v.GetCredential(ctx, owner, serverID, id)
+		if err != nil {
+			return nil, err
+		}
+		return credentialDoc(&c), nil
 	}
 	return doc, err
 }
@@ -151,7 +195,13 @@ func (v View) CredentialDocs(ctx context.Context, owner events.Owner, serverID s
 	if !includeRevoked {
 		q += " AND revoked_at IS NULL"
 	}
-	out, err := docPage(ctx, v.q, q, []any{serverID, owner.Key()}, p, dst)
+	out, err := docPage(ctx, v.q, q, []any{serverID, owner.Key()}, p, dst, func(id string) ([]byte, error) {
+		c, err := v.GetCredential(ctx, owner, serverID, id) // no stored object: written by an older build
+		if err != nil {
+			return nil, err
+		}
+		return credentialDoc(&c), nil
+	})
 	if err != nil || out.N > 0 {
 		return out, err
 	}

@@ -262,7 +262,7 @@ func heldForBreak(ctx context.Context, q interface {
 	QueryRowContext(context.Context, string, ...any) *sql.Row
 }, serverID string, seq uint64) error {
 	var problem string
-	if q.QueryRowContext(ctx, "SELECT problem FROM audit_breaks WHERE seq = ?", seq).Scan(&problem) != nil {
+	if q.QueryRowContext(ctx, "SELECT problem FROM audit_breaks WHERE seq = +?", seq).Scan(&problem) != nil {
 		return nil
 	}
 	return &domain.Error{Kind: domain.KindUnavailable, Code: "aggregate_held", Message: fmt.Sprintf(

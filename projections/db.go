@@ -179,6 +179,12 @@ func open(ctx context.Context, path string, mode Mode) (*DB, error) {
 			return nil, err
 		}
 	}
+	if mode == Writer {
+		if _, err := d.renderMissingDocs(ctx); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("projections: rendering stored objects: %w", err)
+		}
+	}
 	return d, nil
 }
 

@@ -264,3 +264,81 @@ func TestCredentialDocMigrationRendersExistingRows(t *testing.T) {
 		t.Fatalf("pages walked back differ from the objects (%d vs %d bytes)", len(got), len(want))
 	}
 }
+
+// Rows stored without their object after the migration (an older
+// projector still writing to a file this build migrated) read the same as
+// the others — rendered from their columns — and a writer opening the file
+// stores their objects; a row whose columns cannot be read fails its own
+// reads only, not the opening of the file.
+func TestCredentialsWithoutStoredObjects(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "rm.sqlite")
+	d, err := Open(ctx, path, Writer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := events.Owner{Account: "acct", User: "u1"}
+	srv := "mcp_srv_0196a1b2c3d4e5f60718293a4b5c6d01"
+	at := events.NewTime(time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC))
+	var want [][]byte // objects, oldest first
+	oldInsert := `INSERT INTO credentials (` + strings.TrimSuffix(credentialColumnsInsert, ", doc") + `) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`
+	if _, err := d.sql.Exec(`INSERT INTO servers (id, owner, account, user, name, server_label, server_url,
+		require_approval, metadata, created_at, updated_at, tree_seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`,
+		srv, owner.Key(), owner.Account, owner.User, "n", "l", "https://example.com/mcp", "never", "{}", at.String(), at.String(), 1); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 30 {
+		name := fmt.Sprintf("cred %d <&>", i)
+		c := domain.Credential{ID: fmt.Sprintf("mcp_cred_0196a1b2c3d4e5f6071829%010d", i), ServerID: srv, Owner: owner,
+			Name: &name, AuthType: "bearer", HeaderNames: []string{}, CreatedAt: at, UpdatedAt: at}
+		args := credentialArgs(c)
+		q, a := insertCred, args
+		if i%3 == 0 { // as the older build writes it: no object
+			q, a = oldInsert, args[:len(args)-1]
+		}
+		if _, err := d.sql.Exec(q, a...); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, apijson.AppendCredential(nil, &c))
+	}
+	bad := "mcp_cred_0196a1b2c3d4e5f60718299999999999"
+	if _, err := d.sql.Exec(oldInsert, bad, srv, owner.Key(), owner.Account, owner.User, nil, "headers", nil,
+		"not json", nil, nil, at.String(), at.String(), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+
+	check := func(d *DB) {
+		t.Helper()
+		v := d.View()
+		for i, w := range want {
+			got, err := v.CredentialDoc(ctx, owner, srv, fmt.Sprintf("mcp_cred_0196a1b2c3d4e5f6071829%010d", i))
+			if err != nil || !bytes.Equal(got, w) {
+				t.Fatalf("credential %d: %s %v, want %s", i, got, err, w)
+			}
+		}
+		pg, err := v.CredentialDocs(ctx, owner, srv, true, Page{Limit: 30, After: "mcp_cred_0196a1b2c3d4e5f6071829"}, nil)
+		if err != nil || !bytes.Equal(pg.Data, bytes.Join(want, []byte(","))) || !pg.More {
+			t.Fatalf("page: %v more=%v\n%s", err, pg.More, pg.Data)
+		}
+		if _, err := v.CredentialDoc(ctx, owner, srv, bad); err == nil {
+			t.Fatal("the unreadable row read")
+		}
+	}
+	r, err := Open(ctx, path, Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	check(r) // rendered on the fly
+	w, err := Open(ctx, path, Writer)
+	if err != nil {
+		t.Fatalf("a writer opening a file with an unreadable row: %v", err)
+	}
+	defer w.Close()
+	var missing int
+	if err := w.sql.QueryRow("SELECT count(*) FROM credentials WHERE doc IS NULL").Scan(&missing); err != nil || missing != 1 {
+		t.Fatalf("%d rows without an object after a writer opened the file (want the unreadable one): %v", missing, err)
+	}
+	check(r) // stored
+}

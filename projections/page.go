@@ -87,8 +87,9 @@ type DocPage struct {
 	More            bool   // more lie beyond the page in the direction of travel
 }
 
-// docPage runs base, which selects id and doc, for one page appended to dst.
-func docPage(ctx context.Context, q querier, base string, args []any, p Page, dst []byte) (DocPage, error) {
+// docPage runs base, which selects id and doc, for one page appended to dst;
+// render makes the object of a row stored without one.
+func docPage(ctx context.Context, q querier, base string, args []any, p Page, dst []byte, render func(id string) ([]byte, error)) (DocPage, error) {
 	sqlText, args, backwards := pageQuery(base, args, p)
 	rows, err := q.QueryContext(ctx, sqlText, args...)
 	if err != nil {
@@ -111,7 +112,9 @@ func docPage(ctx context.Context, q querier, base string, args []any, p Page, ds
 			return DocPage{}, err
 		}
 		if len(doc) == 0 {
-			return DocPage{}, fmt.Errorf("projections: %s has no stored object", id)
+			if doc, err = render(string(id)); err != nil {
+				return DocPage{}, fmt.Errorf("projections: rendering %s: %w", id, err)
+			}
 		}
 		if out.N == 0 {
 			out.FirstID = string(id)

@@ -115,6 +115,10 @@ func planFill(tb testing.TB, d *DB) (thin, fat string) {
 			add(2, n, nil, created)
 		}
 	}
+	if _, err := tx.Exec(`INSERT INTO held_aggregates (server_id, owner, seq, event_type, event_version, reason, held_at)
+		VALUES (?,?,?,?,?,?,?)`, planServerID(3), planOwner.Key(), 7, "mcp.credential.created", 9, "newer version", created); err != nil {
+		tb.Fatal(err)
+	}
 	if err := tx.Commit(); err != nil {
 		tb.Fatal(err)
 	}
@@ -156,6 +160,10 @@ func planCalls(tb testing.TB, v View, srv string, cursor string) {
 	_, err = v.CredentialDocs(ctx, planOwner, srv, false, Page{Limit: 20, Desc: true, After: planCredID(0, 0)}, nil)
 	must(err)
 	must(v.Held(ctx, planOwner, srv))
+	// A held tree (planFill holds server 3): the hold's own queries.
+	if err := v.Held(ctx, planOwner, planServerID(3)); err == nil {
+		tb.Fatal("server 3 is held but reads as not held")
+	}
 }
 
 // Every list and lookup query of the read model is answered from an index
