@@ -195,13 +195,26 @@ func (v View) CredentialDocs(ctx context.Context, owner events.Owner, serverID s
 	if !includeRevoked {
 		q += " AND revoked_at IS NULL"
 	}
-	out, err := docPage(ctx, v.q, q, []any{serverID, owner.Key()}, p, dst, func(id string) ([]byte, error) {
-		c, err := v.GetCredential(ctx, owner, serverID, id) // no stored object: written by an older build
-		if err != nil {
-			return nil, err
+	out, err := docPage(ctx, v.q, q, []any{serverID, owner.Key()}, p, dst)
+	if errors.Is(err, errNoStoredObject) {
+		// A row written by an older build (renderMissingDocs): this page
+		// is rendered from the columns.
+		q = "SELECT " + credentialColumns + q[len("SELECT id, doc"):]
+		items, more, perr := page(ctx, v.q, q, []any{serverID, owner.Key()}, p, scanCredential)
+		if perr != nil {
+			return DocPage{}, perr
 		}
-		return credentialDoc(&c), nil
-	})
+		out, err = DocPage{Data: dst, N: len(items), More: more}, nil
+		for i := range items {
+			if i > 0 {
+				out.Data = append(out.Data, ',')
+			}
+			out.Data = apijson.AppendCredential(out.Data, &items[i])
+		}
+		if len(items) > 0 {
+			out.FirstID, out.LastID = items[0].ID, items[len(items)-1].ID
+		}
+	}
 	if err != nil || out.N > 0 {
 		return out, err
 	}

@@ -3,7 +3,7 @@ package projections
 import (
 	"context"
 	"database/sql"
-	"fmt"
+	"errors"
 	"slices"
 )
 
@@ -87,9 +87,13 @@ type DocPage struct {
 	More            bool   // more lie beyond the page in the direction of travel
 }
 
-// docPage runs base, which selects id and doc, for one page appended to dst;
-// render makes the object of a row stored without one.
-func docPage(ctx context.Context, q querier, base string, args []any, p Page, dst []byte, render func(id string) ([]byte, error)) (DocPage, error) {
+// errNoStoredObject: docPage met a row stored without its object.
+var errNoStoredObject = errors.New("projections: a row has no stored object")
+
+// docPage runs base, which selects id and doc, for one page appended to dst
+// (errNoStoredObject when a row has none: the caller renders the page from
+// its columns, after this query's connection is released).
+func docPage(ctx context.Context, q querier, base string, args []any, p Page, dst []byte) (DocPage, error) {
 	sqlText, args, backwards := pageQuery(base, args, p)
 	rows, err := q.QueryContext(ctx, sqlText, args...)
 	if err != nil {
@@ -112,9 +116,7 @@ func docPage(ctx context.Context, q querier, base string, args []any, p Page, ds
 			return DocPage{}, err
 		}
 		if len(doc) == 0 {
-			if doc, err = render(string(id)); err != nil {
-				return DocPage{}, fmt.Errorf("projections: rendering %s: %w", id, err)
-			}
+			return DocPage{}, errNoStoredObject
 		}
 		if out.N == 0 {
 			out.FirstID = string(id)
