@@ -75,18 +75,25 @@ func TestReadsAnswerWithContentLength(t *testing.T) {
 	h, srv, cred := readFixture(t)
 	ts := httptest.NewServer(h)
 	defer ts.Close()
-	for _, path := range []string{"/api/v1/llm/mcp/servers/" + srv + "/credentials/" + cred, "/api/v1/llm/mcp/servers/" + srv + "/credentials"} {
+	get := func(path string) (*http.Response, []byte, error) {
 		req, _ := http.NewRequest(http.MethodGet, ts.URL+path, nil)
 		req.Header.Set("Authorization", "Bearer sk-bench-0123456789")
 		req.Header.Set("X-On-Behalf-Of", "u1")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
+			return nil, nil, err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		return resp, body, err
+	}
+	for _, path := range []string{"/api/v1/llm/mcp/servers/" + srv + "/credentials/" + cred, "/api/v1/llm/mcp/servers/" + srv + "/credentials"} {
+		resp, body, err := get(path)
+		if err != nil {
 			t.Fatal(err)
 		}
-		body, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != 200 {
-			t.Fatalf("%s: %d %v", path, resp.StatusCode, err)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", path, resp.StatusCode, body)
 		}
 		if resp.ContentLength != int64(len(body)) || len(resp.TransferEncoding) > 0 {
 			t.Fatalf("%s: Content-Length %d, body %d bytes, transfer encoding %v", path, resp.ContentLength, len(body), resp.TransferEncoding)
@@ -97,21 +104,15 @@ func TestReadsAnswerWithContentLength(t *testing.T) {
 	}
 	// List answers are built in pooled buffers: pages of different sizes
 	// requested concurrently each get their own bytes.
-	get := func(path string) []byte {
-		req, _ := http.NewRequest(http.MethodGet, ts.URL+path, nil)
-		req.Header.Set("Authorization", "Bearer sk-bench-0123456789")
-		req.Header.Set("X-On-Behalf-Of", "u1")
-		resp, err := http.DefaultClient.Do(req)
+	body := func(path string) []byte {
+		_, b, err := get(path)
 		if err != nil {
 			t.Error(err)
-			return nil
 		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return body
+		return b
 	}
 	paths := []string{"/api/v1/llm/mcp/servers/" + srv + "/credentials", "/api/v1/llm/mcp/servers/" + srv + "/credentials?limit=3&order=asc"}
-	want := [][]byte{get(paths[0]), get(paths[1])}
+	want := [][]byte{body(paths[0]), body(paths[1])}
 	if bytes.Equal(want[0], want[1]) || !json.Valid(want[1]) {
 		t.Fatalf("pages of 20 and of 3 answered %.80s and %.80s", want[0], want[1])
 	}
@@ -120,7 +121,7 @@ func TestReadsAnswerWithContentLength(t *testing.T) {
 		wg.Go(func() {
 			for i := range 50 {
 				k := (w + i) % 2
-				if got := get(paths[k]); !bytes.Equal(got, want[k]) {
+				if got := body(paths[k]); !bytes.Equal(got, want[k]) {
 					t.Errorf("%s answered %.120s, want %.120s", paths[k], got, want[k])
 					return
 				}

@@ -150,46 +150,42 @@ func floorOp(base, path string) loadgen.Op {
 	}
 }
 
-// floorRuns offers the floor's two paths the rates a get was offered: 70 %
-// while background (the same creates as the reads') runs, then 70 % and 10 %
-// without writes.
-func floorRuns(ctx context.Context, base string, rate70, rate10 float64, warm, dur time.Duration, background func(warm, dur time.Duration) loadgen.Result) map[string]loadgen.Result {
-	out := map[string]loadgen.Result{}
+// floorOpen offers path rate, open loop.
+func floorOpen(ctx context.Context, base, path string, rate float64, warm, dur time.Duration) loadgen.Result {
+	return loadgen.Open(ctx, loadgen.OpenConfig{Rate: rate, Warmup: warm, Duration: dur, Workers: 128}, floorOp(base, path))
+}
+
+// floorWithWrites offers path rate while background (the same creates as
+// the reads') runs, starting with it and outlasting it by a little.
+func floorWithWrites(ctx context.Context, base, path string, rate float64, warm, dur time.Duration, background func(warm, dur time.Duration) loadgen.Result) loadgen.Result {
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); out["background"] = background(warm, dur+200*time.Millisecond) }()
-	r := loadgen.Open(ctx, loadgen.OpenConfig{Rate: rate70, Warmup: warm, Duration: dur, Workers: 128}, floorOp(base, "/nats"))
+	go func() { defer wg.Done(); background(warm, dur+200*time.Millisecond) }()
+	r := floorOpen(ctx, base, path, rate, warm, dur)
 	wg.Wait()
-	out["nats_open70_writes"] = r
-	for _, path := range []string{"msgget", "direct"} {
-		wg.Add(1)
-		var bg loadgen.Result
-		go func() { defer wg.Done(); bg = background(warm, dur+200*time.Millisecond) }()
-		r := loadgen.Open(ctx, loadgen.OpenConfig{Rate: rate70, Warmup: warm, Duration: dur, Workers: 128}, floorOp(base, "/"+path))
-		wg.Wait()
-		out[path+"_open70_writes"] = r
-		_ = bg
+	return r
+}
+
+// floorRuns offers the floor's paths the rates a get was offered: 70 % while
+// the background creates run (each stream request), then 70 % and 10 %
+// without writes (stream info, and HTTP alone).
+func floorRuns(ctx context.Context, base string, rate70, rate10 float64, warm, dur time.Duration, background func(warm, dur time.Duration) loadgen.Result) map[string]loadgen.Result {
+	out := map[string]loadgen.Result{}
+	for _, path := range []string{"nats", "msgget", "direct"} {
+		out[path+"_open70_writes"] = floorWithWrites(ctx, base, "/"+path, rate70, warm, dur, background)
 	}
 	for _, path := range []string{"nats", "http"} {
-		for _, r := range []struct {
-			name string
-			rate float64
-		}{{"open70", rate70}, {"open10", rate10}} {
-			out[path+"_"+r.name] = loadgen.Open(ctx, loadgen.OpenConfig{Rate: r.rate, Warmup: warm, Duration: dur, Workers: 128}, floorOp(base, "/"+path))
-		}
+		out[path+"_open70"] = floorOpen(ctx, base, "/"+path, rate70, warm, dur)
+		out[path+"_open10"] = floorOpen(ctx, base, "/"+path, rate10, warm, dur)
 	}
 	return out
 }
 
 // floorListRuns offers /natslist the rates a list page was offered: 70 %
-// while background runs, and 10 % without writes.
+// while the background creates run, and 10 % without writes.
 func floorListRuns(ctx context.Context, base string, rate70, rate10 float64, warm, dur time.Duration, background func(warm, dur time.Duration) loadgen.Result) map[string]loadgen.Result {
-	out := map[string]loadgen.Result{}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); out["background"] = background(warm, dur+200*time.Millisecond) }()
-	out["list_open70_writes"] = loadgen.Open(ctx, loadgen.OpenConfig{Rate: rate70, Warmup: warm, Duration: dur, Workers: 128}, floorOp(base, "/natslist"))
-	wg.Wait()
-	out["list_open10"] = loadgen.Open(ctx, loadgen.OpenConfig{Rate: rate10, Warmup: warm, Duration: dur, Workers: 128}, floorOp(base, "/natslist"))
-	return out
+	return map[string]loadgen.Result{
+		"list_open70_writes": floorWithWrites(ctx, base, "/natslist", rate70, warm, dur, background),
+		"list_open10":        floorOpen(ctx, base, "/natslist", rate10, warm, dur),
+	}
 }

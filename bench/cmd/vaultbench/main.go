@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -621,11 +622,7 @@ func (b *bench) reads(ctx context.Context, bin string, conc int, warm, dur time.
 			fl := floorRuns(ctx, f.URL, 0.7*maxRPS["get"], 0.1*maxRPS["get"], warm/2, dur, background)
 			if maxRPS["list"] > 0 {
 				// The same for a list page's bytes at the list's rates.
-				for k, r := range floorListRuns(ctx, f.URL, 0.7*maxRPS["list"], 0.1*maxRPS["list"], warm/2, dur, background) {
-					if k != "background" {
-						fl[k] = r
-					}
-				}
+				maps.Copy(fl, floorListRuns(ctx, f.URL, 0.7*maxRPS["list"], 0.1*maxRPS["list"], warm/2, dur, background))
 			}
 			f.Stop()
 			for _, k := range []struct{ key, label string }{
