@@ -294,6 +294,15 @@ type noHolds struct {
 // new is applied (a rebuild may swap in contents with holds).
 const noHoldsFor = time.Second
 
+// syncTree readies a read of one server tree: Sync, then 503
+// aggregate_held when the projector holds the tree.
+func (v *Vault) syncTree(ctx context.Context, owner events.Owner, serverID string) error {
+	if err := v.Sync(ctx); err != nil {
+		return err
+	}
+	return v.held(ctx, owner, serverID)
+}
+
 // held answers 503 aggregate_held when the owner's server is held, like
 // View.Held, without a query per read while the read model holds no tree:
 // a "none held" answer read at applied sequence s serves every read whose

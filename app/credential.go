@@ -169,11 +169,8 @@ func (v *Vault) CredentialDoc(ctx context.Context, owner events.Owner, serverID,
 	if !domain.ValidServerID(serverID) || !domain.ValidCredentialID(id) {
 		return nil, domain.ErrCredentialNotFound
 	}
-	if err := v.Sync(ctx); err != nil {
+	if err := v.syncTree(ctx, owner, serverID); err != nil {
 		return nil, err
-	}
-	if err := v.held(ctx, owner, serverID); err != nil {
-		return nil, err // the projector holds it: 503 aggregate_held
 	}
 	doc, err := v.DB.View().CredentialDoc(ctx, owner, serverID, id)
 	if errors.Is(err, projections.ErrNotFound) {
@@ -188,11 +185,8 @@ func (v *Vault) CredentialDocs(ctx context.Context, owner events.Owner, serverID
 	if !domain.ValidServerID(serverID) {
 		return projections.DocPage{}, domain.ErrServerNotFound
 	}
-	if err := v.Sync(ctx); err != nil {
+	if err := v.syncTree(ctx, owner, serverID); err != nil {
 		return projections.DocPage{}, err
-	}
-	if err := v.held(ctx, owner, serverID); err != nil {
-		return projections.DocPage{}, err // the projector holds it: 503 aggregate_held
 	}
 	out, err := v.DB.View().CredentialDocs(ctx, owner, serverID, includeRevoked, p, dst)
 	if errors.Is(err, projections.ErrNotFound) {

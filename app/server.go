@@ -123,11 +123,8 @@ func (v *Vault) GetServer(ctx context.Context, owner events.Owner, id string) (d
 	if !domain.ValidServerID(id) {
 		return domain.Server{}, domain.ErrServerNotFound
 	}
-	if err := v.Sync(ctx); err != nil {
+	if err := v.syncTree(ctx, owner, id); err != nil {
 		return domain.Server{}, err
-	}
-	if err := v.held(ctx, owner, id); err != nil {
-		return domain.Server{}, err // the projector holds it: 503 aggregate_held
 	}
 	s, _, err := v.DB.View().GetServer(ctx, owner, id)
 	if errors.Is(err, projections.ErrNotFound) {

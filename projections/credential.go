@@ -191,16 +191,15 @@ func (v View) CredentialDoc(ctx context.Context, owner events.Owner, serverID, i
 // page is followed by a look at the server (a server without those
 // credentials existed between the two).
 func (v View) CredentialDocs(ctx context.Context, owner events.Owner, serverID string, includeRevoked bool, p Page, dst []byte) (DocPage, error) {
-	q := "SELECT id, doc FROM credentials WHERE server_id = +? AND owner = +?"
+	where := " FROM credentials WHERE server_id = +? AND owner = +?"
 	if !includeRevoked {
-		q += " AND revoked_at IS NULL"
+		where += " AND revoked_at IS NULL"
 	}
-	out, err := docPage(ctx, v.q, q, []any{serverID, owner.Key()}, p, dst)
+	out, err := docPage(ctx, v.q, "SELECT id, doc"+where, []any{serverID, owner.Key()}, p, dst)
 	if errors.Is(err, errNoStoredObject) {
 		// A row written by an older build (renderMissingDocs): this page
 		// is rendered from the columns.
-		q = "SELECT " + credentialColumns + q[len("SELECT id, doc"):]
-		items, more, perr := page(ctx, v.q, q, []any{serverID, owner.Key()}, p, scanCredential)
+		items, more, perr := page(ctx, v.q, "SELECT "+credentialColumns+where, []any{serverID, owner.Key()}, p, scanCredential)
 		if perr != nil {
 			return DocPage{}, perr
 		}
