@@ -7,13 +7,19 @@ import (
 	"github.com/mcpvault/vault/mcpproxy"
 )
 
+// statCounters returns a maker of counters named prefix+name+"_total" that
+// read one field of the snapshot stats returns when scraped.
+func statCounters[S any](prefix string, stats func() S) func(name, help string, get func(S) uint64) prometheus.Collector {
+	return func(name, help string, get func(S) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: prefix + name + "_total", Help: help},
+			func() float64 { return float64(get(stats())) })
+	}
+}
+
 // registerBarrierMetrics exposes the read barrier's counters
 // (app.BarrierStats) as vault_read_barrier_*_total.
 func registerBarrierMetrics(reg prometheus.Registerer, v *app.Vault) {
-	counter := func(name, help string, get func(app.BarrierStats) uint64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "vault_read_barrier_" + name + "_total", Help: help},
-			func() float64 { return float64(get(v.BarrierStats())) })
-	}
+	counter := statCounters("vault_read_barrier_", v.BarrierStats)
 	reg.MustRegister(
 		counter("announcements", "Applied announcements received from the projector of this read model.",
 			func(s app.BarrierStats) uint64 { return s.Announcements }),
@@ -47,10 +53,7 @@ func registerProxyMetrics(reg prometheus.Registerer, p *mcpproxy.Proxy) {
 
 // registerKeyPoolMetrics exports the data-key pool's counters (app/keypool.go).
 func registerKeyPoolMetrics(reg prometheus.Registerer, v *app.Vault) {
-	counter := func(name, help string, get func(app.KeyPoolStats) uint64) prometheus.Collector {
-		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "vault_key_pool_" + name + "_total", Help: help},
-			func() float64 { return float64(get(v.KeyPoolStats())) })
-	}
+	counter := statCounters("vault_key_pool_", v.KeyPoolStats)
 	reg.MustRegister(
 		counter("hits", "Credential creates that took a data key stored ahead (no key publish on their path).",
 			func(s app.KeyPoolStats) uint64 { return s.Hits }),
