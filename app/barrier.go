@@ -8,6 +8,7 @@ import (
 
 	"github.com/mcpvault/vault/events"
 	"github.com/mcpvault/vault/eventstore"
+	"github.com/mcpvault/vault/metrics"
 )
 
 // The read barrier: a read waits until the read model has applied the
@@ -152,7 +153,9 @@ func (v *Vault) Sync(ctx context.Context) error {
 	if st == nil {
 		return nil
 	}
+	asked := time.Now()
 	target, err := v.streamSeq(ctx, st)
+	v.Metrics.ObserveReadWait(metrics.WaitStream, time.Since(asked))
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -182,7 +185,9 @@ func (v *Vault) waitApplied(ctx context.Context, target uint64) error {
 		timeout = defaultSyncTimeout
 	}
 	b.waits.Add(1)
-	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	defer func() { v.Metrics.ObserveReadWait(metrics.WaitReadModel, time.Since(start)) }()
+	deadline := start.Add(timeout)
 	wait, most := watchFirst, watchMost
 	if !b.watched.Load() {
 		wait, most = pollFirst, pollMost

@@ -23,9 +23,15 @@ type Metrics struct {
 	lagSeconds   prometheus.Gauge
 	idemHits     prometheus.Counter
 	limitRefusal *prometheus.CounterVec
+	readWait     *prometheus.HistogramVec
+	// readWaitBy holds readWait's observers by phase (no label lookup per read).
+	readWaitBy map[string]prometheus.Observer
 }
 
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// waitBuckets resolve the sub-millisecond waits of a read.
+var waitBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5}
 
 // New creates the series and registers them on reg.
 func New(reg prometheus.Registerer) *Metrics {
@@ -54,6 +60,11 @@ func New(reg prometheus.Registerer) *Metrics {
 		limitRefusal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "vault_limit_refusals_total", Help: "Creates refused by an operator limit, by limit (servers_per_owner, credentials_per_server).",
 		}, []string{"limit"}),
+		readWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "vault_read_barrier_wait_seconds",
+			Help:    "What a read waited for before querying the read model, by phase: stream (asking the stream for its last sequence; reads without X-Vault-Min-Sequence) and read_model (the read model applying the sequence the read must see; only reads that found it behind).",
+			Buckets: waitBuckets,
+		}, []string{"phase"}),
 	}
 	// Series that are fed by other code paths exist (at zero) from the start,
 	// so dashboards and alerts do not depend on a first event.
@@ -63,7 +74,11 @@ func New(reg prometheus.Registerer) *Metrics {
 	for _, l := range []string{LimitServersPerOwner, LimitCredentialsPerServer} {
 		m.limitRefusal.WithLabelValues(l)
 	}
-	reg.MustRegister(m.requests, m.latency, m.publish, m.lagEvents, m.lagSeconds, m.idemHits, m.limitRefusal)
+	m.readWaitBy = map[string]prometheus.Observer{}
+	for _, p := range []string{WaitStream, WaitReadModel} {
+		m.readWaitBy[p] = m.readWait.WithLabelValues(p)
+	}
+	reg.MustRegister(m.requests, m.latency, m.publish, m.lagEvents, m.lagSeconds, m.idemHits, m.limitRefusal, m.readWait)
 	return m
 }
 
@@ -174,4 +189,21 @@ func (m *Metrics) LimitRefused(limit string) {
 		limit = "other"
 	}
 	m.limitRefusal.WithLabelValues(limit).Inc()
+}
+
+// Phases of a read's wait for ObserveReadWait.
+const (
+	WaitStream    = "stream"
+	WaitReadModel = "read_model"
+)
+
+// ObserveReadWait records how long a read waited in one phase (WaitStream
+// or WaitReadModel) of the read barrier.
+func (m *Metrics) ObserveReadWait(phase string, d time.Duration) {
+	if m == nil {
+		return
+	}
+	if o, ok := m.readWaitBy[phase]; ok {
+		o.Observe(d.Seconds())
+	}
 }

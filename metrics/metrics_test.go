@@ -32,6 +32,7 @@ func TestFeedingFunctions(t *testing.T) {
 	none.IdempotencyHit()
 	none.LimitRefused(LimitServersPerOwner)
 	none.ObserveRequest("GET", "/x", 200, time.Millisecond)
+	none.ObserveReadWait(WaitStream, time.Millisecond)
 
 	reg := prometheus.NewRegistry()
 	m := New(reg)
@@ -41,6 +42,9 @@ func TestFeedingFunctions(t *testing.T) {
 	m.IdempotencyHit()
 	m.LimitRefused(LimitCredentialsPerServer)
 	m.LimitRefused("made-up")
+	m.ObserveReadWait(WaitStream, 300*time.Microsecond)
+	m.ObserveReadWait(WaitReadModel, 2*time.Millisecond)
+	m.ObserveReadWait("made-up", time.Second)
 	if got := testutil.ToFloat64(m.lagEvents); got != 7 {
 		t.Fatalf("lag events %v", got)
 	}
@@ -57,5 +61,51 @@ func TestFeedingFunctions(t *testing.T) {
 	if testutil.CollectAndCount(m.publish) != 3 || testutil.CollectAndCount(m.limitRefusal) != 3 {
 		t.Fatalf("label sets: publish %d, limits %d (a made-up label value must map to a fixed one)",
 			testutil.CollectAndCount(m.publish), testutil.CollectAndCount(m.limitRefusal))
+	}
+	if n := testutil.CollectAndCount(m.readWait); n != 2 {
+		t.Fatalf("read wait phases %d, want 2 (an unknown phase is not recorded)", n)
+	}
+	want := `
+# HELP vault_read_barrier_wait_seconds What a read waited for before querying the read model, by phase: stream (asking the stream for its last sequence; reads without X-Vault-Min-Sequence) and read_model (the read model applying the sequence the read must see; only reads that found it behind).
+# TYPE vault_read_barrier_wait_seconds histogram
+vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.0001"} 0
+vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.00025"} 0
+vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.0005"} 0
+vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.001"} 0
+vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.0025"} 1
+vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.005"} 1
+vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.01"} 1
+vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.025"} 1
+vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.05"} 1
+vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.1"} 1
+vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.25"} 1
+vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.5"} 1
+vault_read_barrier_wait_seconds_bucket{phase="read_model",le="1"} 1
+vault_read_barrier_wait_seconds_bucket{phase="read_model",le="2.5"} 1
+vault_read_barrier_wait_seconds_bucket{phase="read_model",le="5"} 1
+vault_read_barrier_wait_seconds_bucket{phase="read_model",le="+Inf"} 1
+vault_read_barrier_wait_seconds_sum{phase="read_model"} 0.002
+vault_read_barrier_wait_seconds_count{phase="read_model"} 1
+vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.0001"} 0
+vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.00025"} 0
+vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.0005"} 1
+vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.001"} 1
+vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.0025"} 1
+vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.005"} 1
+vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.01"} 1
+vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.025"} 1
+vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.05"} 1
+vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.1"} 1
+vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.25"} 1
+vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.5"} 1
+vault_read_barrier_wait_seconds_bucket{phase="stream",le="1"} 1
+vault_read_barrier_wait_seconds_bucket{phase="stream",le="2.5"} 1
+vault_read_barrier_wait_seconds_bucket{phase="stream",le="5"} 1
+vault_read_barrier_wait_seconds_bucket{phase="stream",le="+Inf"} 1
+vault_read_barrier_wait_seconds_sum{phase="stream"} 0.0003
+vault_read_barrier_wait_seconds_count{phase="stream"} 1
+`
+	if err := testutil.CollectAndCompare(m.readWait, strings.NewReader(want)); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -561,11 +561,15 @@ func (b *bench) reads(ctx context.Context, bin string, conc int, warm, dur time.
 		{"get", "get credential", getOp(v.URL, fx)},
 		{"list", "list credentials (first page of 20)", listOp(v.URL, fx)},
 	} {
-		r := readSeries(ctx, k.op, conc, warm/2, dur, background, func() time.Duration { return treeCPU(v.cmd.Process.Pid) })
+		r := readSeries(ctx, k.op, conc, warm/2, dur, background, func() time.Duration { return treeCPU(v.cmd.Process.Pid) },
+			func() waitSnapshot { return readWaits(ctx, v.URL) })
 		b.logf("  %s: closed %s", k.name, r.closed)
 		b.logf("  %s: open at 70%% with creates at %.0f req/s: %s (creates: %s)", k.name, createRate, r.open70, r.background)
+		b.logf("    reads: %s", r.waits70)
 		b.logf("  %s: open at 70%% without writes: %s", k.name, r.open70quiet)
+		b.logf("    reads: %s", r.waits70quiet)
 		b.logf("  %s: open at 10%%: %s", k.name, r.open10)
+		b.logf("    reads: %s", r.waits10)
 		b.runs["read_"+k.name+"_closed"] = r.closed
 		b.runs["read_"+k.name+"_open70"] = r.open70
 		b.runs["read_"+k.name+"_open70_background"] = r.background

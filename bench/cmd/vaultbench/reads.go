@@ -49,13 +49,15 @@ type readRuns struct {
 	open70quiet loadgen.Result // 70 % of max, no writes
 	open10      loadgen.Result // 10 % of max, no writes
 	background  loadgen.Result // the creates that ran during open70
+	// What the reads of each open run waited for (describeWaits).
+	waits70, waits70quiet, waits10 string
 }
 
 // readSeries measures op at a fixed concurrency (its maximum rate), then
 // offers 70 % of that rate open-loop twice — while a background open loop
 // creates credentials at createRate, and without writes — and 10 % (light
 // load) without writes.
-func readSeries(ctx context.Context, op loadgen.Op, conc int, warm, dur time.Duration, background func(warm, dur time.Duration) loadgen.Result, cpu func() time.Duration) readRuns {
+func readSeries(ctx context.Context, op loadgen.Op, conc int, warm, dur time.Duration, background func(warm, dur time.Duration) loadgen.Result, cpu func() time.Duration, waits func() waitSnapshot) readRuns {
 	var r readRuns
 	// The CPU of the whole closed loop (warm-up included) over its requests.
 	var n atomic.Int64
@@ -68,7 +70,9 @@ func readSeries(ctx context.Context, op loadgen.Op, conc int, warm, dur time.Dur
 	if r.closed.Throughput <= 0 {
 		return r
 	}
-	open := func(share float64) loadgen.Result {
+	open := func(share float64, waited *string) loadgen.Result {
+		before := waits()
+		defer func() { *waited = describeWaits(before, waits()) }()
 		return loadgen.Open(ctx, loadgen.OpenConfig{Rate: share * r.closed.Throughput, Warmup: warm, Duration: dur, Workers: 128}, op)
 	}
 	var wg sync.WaitGroup
@@ -78,9 +82,9 @@ func readSeries(ctx context.Context, op loadgen.Op, conc int, warm, dur time.Dur
 		// Starts with the reads and outlasts their window by a little.
 		r.background = background(warm, dur+200*time.Millisecond)
 	}()
-	r.open70 = open(0.7)
+	r.open70 = open(0.7, &r.waits70)
 	wg.Wait()
-	r.open70quiet = open(0.7)
-	r.open10 = open(0.1)
+	r.open70quiet = open(0.7, &r.waits70quiet)
+	r.open10 = open(0.1, &r.waits10)
 	return r
 }
