@@ -34,8 +34,12 @@ type barrier struct {
 	// noHolds: the read model held no tree as of a sequence (Vault.held).
 	noHolds atomic.Pointer[noHolds]
 
+	// follow: the events of the stream the read model may not have
+	// applied, by server tree (pending.go).
+	follow treeFollow
+
 	// Counters of BarrierStats.
-	announcements, waits, woken, fallbacks, behind atomic.Uint64
+	announcements, waits, woken, fallbacks, behind, unrelated atomic.Uint64
 
 	seq struct { // the shared stream-sequence requests (streamSeq)
 		sync.Mutex
@@ -55,6 +59,12 @@ func (b *barrier) advance(seq uint64) {
 			break
 		}
 	}
+	b.notify()
+}
+
+// notify wakes the waiting reads (applied advanced, or the stream follower
+// saw more).
+func (b *barrier) notify() {
 	b.mu.Lock()
 	if b.changed != nil {
 		close(b.changed)
@@ -63,7 +73,7 @@ func (b *barrier) advance(seq uint64) {
 	b.mu.Unlock()
 }
 
-// wake returns a channel closed at the next advance.
+// wake returns a channel closed at the next notify.
 func (b *barrier) wake() <-chan struct{} {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -87,12 +97,16 @@ type BarrierStats struct {
 	FallbackReads uint64
 	// Behind is how many waits ended in ErrReadModelBehind.
 	Behind uint64
+	// Unrelated is how many reads of a server tree found the read model
+	// behind their target only by events of other trees, and did not wait.
+	Unrelated uint64
 }
 
 // BarrierStats returns the read barrier's counters since start.
 func (v *Vault) BarrierStats() BarrierStats {
 	b := &v.barrier
-	return BarrierStats{Announcements: b.announcements.Load(), Waits: b.waits.Load(), Woken: b.woken.Load(), FallbackReads: b.fallbacks.Load(), Behind: b.behind.Load()}
+	return BarrierStats{Announcements: b.announcements.Load(), Waits: b.waits.Load(), Woken: b.woken.Load(),
+		FallbackReads: b.fallbacks.Load(), Behind: b.behind.Load(), Unrelated: b.unrelated.Load()}
 }
 
 // Applied records the projector's announcement that the read model has
@@ -145,9 +159,14 @@ func WithMinSequence(ctx context.Context, seq uint64) context.Context {
 // was called, so a read after it sees every write answered before it; with
 // the stream unreachable Sync returns at once (reads keep answering from the
 // read model; no write can be answered meanwhile).
-func (v *Vault) Sync(ctx context.Context) error {
+func (v *Vault) Sync(ctx context.Context) error { return v.syncFor(ctx, "") }
+
+// syncFor is Sync for a read of one server tree (serverID; "" for a read
+// of more): it waits only for the events of that tree and those outside
+// every tree (pending.go).
+func (v *Vault) syncFor(ctx context.Context, tree string) error {
 	if seq, ok := ctx.Value(minSeqKey{}).(uint64); ok {
-		return v.waitApplied(ctx, seq)
+		return v.waitApplied(ctx, tree, seq)
 	}
 	st := v.Store()
 	if st == nil {
@@ -162,7 +181,7 @@ func (v *Vault) Sync(ctx context.Context) error {
 		}
 		return nil
 	}
-	return v.waitApplied(ctx, target)
+	return v.waitApplied(ctx, tree, target)
 }
 
 // Fallback reads of the read model while a read waits: without
@@ -174,10 +193,29 @@ const (
 	defaultSyncTimeout    = 5 * time.Second
 )
 
-// waitApplied waits until the read model has applied target.
-func (v *Vault) waitApplied(ctx context.Context, target uint64) error {
+// waitApplied waits until the read model has applied what a read of tree
+// ("" for none) whose target is target must see: target, or for a tree
+// read the newest event at or below it of the tree or outside every tree,
+// once the stream follower has seen target (barrier.needFor).
+func (v *Vault) waitApplied(ctx context.Context, tree string, target uint64) error {
 	b := &v.barrier
 	if b.applied.Load() >= target {
+		return nil
+	}
+	// ready reports whether the read may go on, and whether the projector's
+	// announcement released it.
+	ready := func() (ok, announced bool) {
+		need, known := b.needFor(tree, target)
+		if !known {
+			need = target
+		}
+		if b.applied.Load() >= need {
+			return true, b.announced.Load() >= need
+		}
+		return false, false
+	}
+	if ok, _ := ready(); ok {
+		b.unrelated.Add(1)
 		return nil
 	}
 	timeout := v.SyncTimeout
@@ -200,8 +238,8 @@ func (v *Vault) waitApplied(ctx context.Context, target uint64) error {
 	defer timer.Stop()
 	for {
 		woken := b.wake()
-		if b.applied.Load() >= target {
-			if b.announced.Load() >= target {
+		if ok, announced := ready(); ok {
+			if announced {
 				b.woken.Add(1)
 			}
 			return nil
@@ -215,7 +253,7 @@ func (v *Vault) waitApplied(ctx context.Context, target uint64) error {
 			if err := v.refreshApplied(ctx); err != nil {
 				return err
 			}
-			if b.applied.Load() >= target {
+			if ok, _ := ready(); ok {
 				return nil
 			}
 			left := time.Until(deadline)
@@ -302,7 +340,7 @@ const noHoldsFor = time.Second
 // syncTree readies a read of one server tree: Sync, then 503
 // aggregate_held when the projector holds the tree.
 func (v *Vault) syncTree(ctx context.Context, owner events.Owner, serverID string) error {
-	if err := v.Sync(ctx); err != nil {
+	if err := v.syncFor(ctx, serverID); err != nil {
 		return err
 	}
 	return v.held(ctx, owner, serverID)

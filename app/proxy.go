@@ -161,7 +161,7 @@ func (v *Vault) CheckProxy(ctx context.Context, owner events.Owner, serverID, cr
 		return prev, nil
 	}
 	if target > 0 {
-		if err := v.waitApplied(ctx, target); err != nil {
+		if err := v.waitApplied(ctx, "", target); err != nil {
 			return nil, err
 		}
 	}

@@ -318,3 +318,69 @@ func TestIdempotentReplayCarriesSequence(t *testing.T) {
 		t.Fatalf("read through the other replica with the replay's sequence: %d %s", g.Status, g.Body)
 	}
 }
+
+// A header-less read of a server tree waits only for that tree's events:
+// with replica B's projector stopped, a write to one server (through A)
+// leaves B's reads of another server answered at once, from its read
+// model, while B's reads of the written server wait until B's projector,
+// restarted, has applied the write, and then include it.
+func TestTreeReadsWaitOnlyForTheirTree(t *testing.T) {
+	env := vaulttest.MustStart(t, vaulttest.Options{})
+	a := &vaulttest.Env{TB: t, URL: env.URL}
+	b := repStartReplica(t, env, "replica-b")
+	quiet := a.MustCreateServer(t, "u-quiet", nil)
+	quietCred := a.MustCreateCredential(t, "u-quiet", quiet, map[string]any{"name": "k", "auth_type": "none"})["id"].(string)
+	busy := a.MustCreateServer(t, "u-busy", nil)
+	// B has applied both servers (a header-less read through B waits for them).
+	if r := b.Do(t, vaulttest.Request{Method: "GET", Path: "/servers/" + busy, User: "u-busy"}); r.Status != http.StatusOK {
+		t.Fatalf("get busy server through B: %d %s", r.Status, r.Body)
+	}
+	b.stopProj()
+	c := a.Do(t, vaulttest.Request{Method: "POST", Path: "/servers/" + busy + "/credentials", User: "u-busy",
+		Body: map[string]any{"name": "new", "auth_type": "none"}})
+	if c.Status != http.StatusCreated {
+		t.Fatalf("create credential through A: %d %s", c.Status, c.Body)
+	}
+	created := c.JSON(t)["id"].(string)
+
+	// Reads of the quiet server through B: answered at once, not after the
+	// 5 s bound with 503 read_model_behind.
+	unrelated0 := repMetric(t, b.URL, "vault_read_barrier_unrelated_total")
+	start := time.Now()
+	for _, path := range []string{"/servers/" + quiet, "/servers/" + quiet + "/credentials", "/servers/" + quiet + "/credentials/" + quietCred} {
+		if r := b.Do(t, vaulttest.Request{Method: "GET", Path: path, User: "u-quiet"}); r.Status != http.StatusOK {
+			t.Fatalf("GET %s through B with its projector stopped: %d %s", path, r.Status, r.Body)
+		}
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("three reads of a server without unapplied events took %s", d)
+	}
+	if n := repMetric(t, b.URL, "vault_read_barrier_unrelated_total") - unrelated0; n < 3 {
+		t.Fatalf("vault_read_barrier_unrelated_total rose by %.0f, want 3", n)
+	}
+
+	// A read of the busy server through B waits for the write.
+	type answer struct {
+		r   vaulttest.Response
+		err error
+	}
+	got := make(chan answer, 1)
+	go func() {
+		r, err := vaulttest.Send(context.Background(), t, b.URL, vaulttest.Request{Method: "GET", Path: "/servers/" + busy + "/credentials", User: "u-busy"})
+		got <- answer{r, err}
+	}()
+	select {
+	case ans := <-got:
+		t.Fatalf("a read of the written server through B did not wait for B's stopped projector: %d %s (%v)", ans.r.Status, ans.r.Body, ans.err)
+	case <-time.After(time.Second):
+	}
+	repStartProjector(t, env, b.ReadModel, "replica-b-again")
+	ans := <-got
+	if ans.err != nil || ans.r.Status != http.StatusOK {
+		t.Fatalf("list of the written server through B: %d %s (%v)", ans.r.Status, ans.r.Body, ans.err)
+	}
+	data, _ := ans.r.JSON(t)["data"].([]any)
+	if len(data) != 1 || data[0].(map[string]any)["id"] != created {
+		t.Fatalf("list of the written server through B = %s, want the credential %s", ans.r.Body, created)
+	}
+}

@@ -72,3 +72,28 @@ func eachMsg(ctx context.Context, it jetstream.MessagesContext, fn func(Msg) (st
 		}
 	}
 }
+
+// FollowSubjects hands fn the sequence and subject of every event stored
+// from sequence start on, in order, without their data (a headers-only
+// ordered consumer: what a reader needs to know which events are still to be
+// applied, at a fraction of the delivery's cost). It returns when ctx ends,
+// the consumer fails or fn returns an error (that error).
+func (s *Store) FollowSubjects(ctx context.Context, start uint64, fn func(seq uint64, subject string) error) error {
+	cons, err := s.JS.OrderedConsumer(ctx, s.cfg.Stream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   max(start, 1),
+		HeadersOnly:   true,
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	it, err := cons.Messages(jetstream.PullHeartbeat(time.Second))
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	defer it.Stop()
+	return eachMsg(ctx, it, func(m Msg) (bool, error) {
+		err := fn(m.Seq, m.Subject)
+		return err != nil, err
+	})
+}

@@ -139,6 +139,7 @@ func (a *API) Run(ctx context.Context) error {
 		if err == nil {
 			v.SetStore(st)
 			a.Log.Info("event stream bound", "stream", a.Stream)
+			v.FollowTrees(bindCtx, st) // reads of a server tree wait only for its events
 		}
 	}()
 

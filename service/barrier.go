@@ -31,6 +31,8 @@ func registerBarrierMetrics(reg prometheus.Registerer, v *app.Vault) {
 			func(s app.BarrierStats) uint64 { return s.FallbackReads }),
 		counter("behind", "Waits that ended in 503 read_model_behind.",
 			func(s app.BarrierStats) uint64 { return s.Behind }),
+		counter("unrelated", "Reads of a server tree that found the read model behind only by events of other trees, and did not wait.",
+			func(s app.BarrierStats) uint64 { return s.Unrelated }),
 	)
 }
 
