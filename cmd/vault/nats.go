@@ -28,6 +28,7 @@ func natsNode(args []string) error {
 	if *conf == "" {
 		return fmt.Errorf("nats-node: --config is required")
 	}
+	natsserver.TuneGC()
 	s, err := natsserver.StartConfigFile(*conf, *logs)
 	if err != nil {
 		return err

@@ -34,6 +34,7 @@ func run() error {
 		}
 	}
 	if cfg.Embedded {
+		natsserver.TuneGC()
 		credDir := cfg.CredentialsDir()
 		pw, err := natsserver.LoadOrCreatePasswords(credDir)
 		if err != nil {
