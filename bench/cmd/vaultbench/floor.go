@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -53,6 +54,16 @@ func floorMain(addr, natsURL string) {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /http", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(floorBody)
+	})
+	// /spin?us=N busies its goroutine for N µs, then answers: a server that
+	// costs what a read costs, without I/O, locks or garbage (see
+	// spinRuns).
+	mux.HandleFunc("GET /spin", func(w http.ResponseWriter, r *http.Request) {
+		us, _ := strconv.Atoi(r.URL.Query().Get("us"))
+		for start := time.Now(); time.Since(start) < time.Duration(us)*time.Microsecond; {
+		}
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(floorBody)
 	})
@@ -188,4 +199,23 @@ func floorListRuns(ctx context.Context, base string, rate70, rate10 float64, war
 		"list_open70_writes": floorWithWrites(ctx, base, "/natslist", rate70, warm, dur, background),
 		"list_open10":        floorOpen(ctx, base, "/natslist", rate10, warm, dur),
 	}
+}
+
+// spinRuns measures /spin at the vault's CPU per get: its closed-loop
+// maximum at conc, then 70 % and 10 % of that maximum, open loop. Its spin
+// is wall time, so a preempted request costs less than us of CPU: the
+// floor is, if anything, easier than the vault's work. What it shows is
+// what the machine does to a server that spends us per request and does
+// nothing else, at the same shares of its own maximum as the reads.
+func spinRuns(ctx context.Context, base string, us float64, conc int, warm, dur time.Duration) map[string]loadgen.Result {
+	op := floorOp(base, fmt.Sprintf("/spin?us=%.0f", us))
+	out := map[string]loadgen.Result{}
+	closed := loadgen.Closed(ctx, loadgen.ClosedConfig{Concurrency: conc, Warmup: warm, Duration: dur}, op)
+	out["spin_closed"] = closed
+	if closed.Throughput <= 0 {
+		return out
+	}
+	out["spin_open70"] = floorOpen(ctx, base, fmt.Sprintf("/spin?us=%.0f", us), 0.7*closed.Throughput, warm, dur)
+	out["spin_open10"] = floorOpen(ctx, base, fmt.Sprintf("/spin?us=%.0f", us), 0.1*closed.Throughput, warm, dur)
+	return out
 }

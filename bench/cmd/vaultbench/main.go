@@ -628,7 +628,14 @@ func (b *bench) reads(ctx context.Context, bin string, conc int, warm, dur time.
 				// The same for a list page's bytes at the list's rates.
 				maps.Copy(fl, floorListRuns(ctx, f.URL, 0.7*maxRPS["list"], 0.1*maxRPS["list"], warm/2, dur, background))
 			}
+			// A server that only spends the get's CPU, at its own rates.
+			spin := spinRuns(ctx, f.URL, cpuUS["get"], conc, warm/2, dur)
+			maps.Copy(fl, spin)
 			f.Stop()
+			if c := spin["spin_closed"]; c.Throughput > 0 {
+				b.fig("read_floor_spin_max_rps", c.Throughput, "req/s")
+				b.logf("  floor: a server spinning %.0f µs per request (the get's CPU), closed loop of %d: %s", cpuUS["get"], conc, c)
+			}
 			for _, k := range []struct{ key, label string }{
 				{"nats_open70_writes", "floor: HTTP + one stream request, 70% of the get's max, creates at 10%"},
 				{"msgget_open70_writes", "  the same with a message get of the last message (leader)"},
@@ -639,6 +646,8 @@ func (b *bench) reads(ctx context.Context, bin string, conc int, warm, dur time.
 				{"http_open10", "floor: HTTP alone, 10% of the get's max"},
 				{"list_open70_writes", "floor: HTTP + one stream request answering a list page's bytes, 70% of the list's max, creates at 10%"},
 				{"list_open10", "floor: the same, 10% of the list's max"},
+				{"spin_open70", "floor: a server spinning the get's CPU per request, 70% of its own max"},
+				{"spin_open10", "floor: the same, 10% of its own max"},
 			} {
 				r, ok := fl[k.key]
 				if !ok {
