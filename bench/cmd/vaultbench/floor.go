@@ -202,20 +202,22 @@ func floorListRuns(ctx context.Context, base string, rate70, rate10 float64, war
 }
 
 // spinRuns measures /spin at the vault's CPU per get: its closed-loop
-// maximum at conc, then 70 % and 10 % of that maximum, open loop. Its spin
+// maximum at conc, then 70 % of that maximum while background (the reads'
+// creates on the vault) runs and without, and 10 %, open loop. Its spin
 // is wall time, so a preempted request costs less than us of CPU: the
 // floor is, if anything, easier than the vault's work. What it shows is
 // what the machine does to a server that spends us per request and does
 // nothing else, at the same shares of its own maximum as the reads.
-func spinRuns(ctx context.Context, base string, us float64, conc int, warm, dur time.Duration) map[string]loadgen.Result {
-	op := floorOp(base, fmt.Sprintf("/spin?us=%.0f", us))
+func spinRuns(ctx context.Context, base string, us float64, conc int, warm, dur time.Duration, background func(warm, dur time.Duration) loadgen.Result) map[string]loadgen.Result {
+	path := fmt.Sprintf("/spin?us=%.0f", us)
 	out := map[string]loadgen.Result{}
-	closed := loadgen.Closed(ctx, loadgen.ClosedConfig{Concurrency: conc, Warmup: warm, Duration: dur}, op)
+	closed := loadgen.Closed(ctx, loadgen.ClosedConfig{Concurrency: conc, Warmup: warm, Duration: dur}, floorOp(base, path))
 	out["spin_closed"] = closed
 	if closed.Throughput <= 0 {
 		return out
 	}
-	out["spin_open70"] = floorOpen(ctx, base, fmt.Sprintf("/spin?us=%.0f", us), 0.7*closed.Throughput, warm, dur)
-	out["spin_open10"] = floorOpen(ctx, base, fmt.Sprintf("/spin?us=%.0f", us), 0.1*closed.Throughput, warm, dur)
+	out["spin_open70_writes"] = floorWithWrites(ctx, base, path, 0.7*closed.Throughput, warm, dur, background)
+	out["spin_open70"] = floorOpen(ctx, base, path, 0.7*closed.Throughput, warm, dur)
+	out["spin_open10"] = floorOpen(ctx, base, path, 0.1*closed.Throughput, warm, dur)
 	return out
 }

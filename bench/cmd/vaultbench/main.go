@@ -629,7 +629,7 @@ func (b *bench) reads(ctx context.Context, bin string, conc int, warm, dur time.
 				maps.Copy(fl, floorListRuns(ctx, f.URL, 0.7*maxRPS["list"], 0.1*maxRPS["list"], warm/2, dur, background))
 			}
 			// A server that only spends the get's CPU, at its own rates.
-			spin := spinRuns(ctx, f.URL, cpuUS["get"], conc, warm/2, dur)
+			spin := spinRuns(ctx, f.URL, cpuUS["get"], conc, warm/2, dur, background)
 			maps.Copy(fl, spin)
 			f.Stop()
 			if c := spin["spin_closed"]; c.Throughput > 0 {
@@ -646,7 +646,8 @@ func (b *bench) reads(ctx context.Context, bin string, conc int, warm, dur time.
 				{"http_open10", "floor: HTTP alone, 10% of the get's max"},
 				{"list_open70_writes", "floor: HTTP + one stream request answering a list page's bytes, 70% of the list's max, creates at 10%"},
 				{"list_open10", "floor: the same, 10% of the list's max"},
-				{"spin_open70", "floor: a server spinning the get's CPU per request, 70% of its own max"},
+				{"spin_open70_writes", "floor: a server spinning the get's CPU per request, 70% of its own max, creates at 10% on the vault"},
+				{"spin_open70", "floor: the same without writes"},
 				{"spin_open10", "floor: the same, 10% of its own max"},
 			} {
 				r, ok := fl[k.key]
