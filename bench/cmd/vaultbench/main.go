@@ -10,7 +10,8 @@
 // 10), BENCH_CONCURRENCY (default 16), BENCH_CATCHUP_EVENTS (default
 // 100000), BENCH_LARGE=1 (adds the 1,000,000-event rebuild), BENCH_PROFILE=1
 // (adds CPU profiles of an in-process vault), BENCH_KEEP=1 (keeps the
-// temporary directory).
+// temporary directory), BENCH_READ_ROUNDS (rounds of the reads' open loops,
+// each figure the median round; default 3).
 package main
 
 import (
@@ -41,6 +42,7 @@ type config struct {
 	CatchupEvents int     `json:"catchup_events"`
 	ReadUsers     int     `json:"read_users"`
 	ReadPerUser   int     `json:"read_per_user"`
+	ReadRounds    int     `json:"read_rounds"`
 	Large         bool    `json:"large"`
 	Profile       bool    `json:"profile"`
 	Keep          bool    `json:"-"`
@@ -71,7 +73,7 @@ func envInt(name string, def int) int {
 
 func loadConfig() config {
 	c := config{Seconds: 10, Concurrency: envInt("BENCH_CONCURRENCY", 16), CatchupEvents: envInt("BENCH_CATCHUP_EVENTS", 100000),
-		ReadUsers: 1000, ReadPerUser: 100,
+		ReadUsers: 1000, ReadPerUser: 100, ReadRounds: envInt("BENCH_READ_ROUNDS", 3),
 		Large: os.Getenv("BENCH_LARGE") == "1", Profile: os.Getenv("BENCH_PROFILE") == "1", Keep: os.Getenv("BENCH_KEEP") == "1"}
 	if v := os.Getenv("BENCH_ONLY"); v != "" {
 		c.Only = strings.Split(v, ",")
@@ -561,7 +563,7 @@ func (b *bench) reads(ctx context.Context, bin string, conc int, warm, dur time.
 		{"get", "get credential", getOp(v.URL, fx)},
 		{"list", "list credentials (first page of 20)", listOp(v.URL, fx)},
 	} {
-		r := readSeries(ctx, k.op, conc, warm/2, dur, background, func() time.Duration { return treeCPU(v.cmd.Process.Pid) },
+		r := readSeries(ctx, k.op, conc, b.cfg.ReadRounds, warm/2, dur, background, func() time.Duration { return treeCPU(v.cmd.Process.Pid) },
 			func() waitSnapshot { return readWaits(ctx, v.URL) })
 		b.logf("  %s: closed %s", k.name, r.closed)
 		b.logf("  %s: open at 70%% with creates at %.0f req/s: %s (creates: %s)", k.name, createRate, r.open70, r.background)
@@ -570,6 +572,9 @@ func (b *bench) reads(ctx context.Context, bin string, conc int, warm, dur time.
 		b.logf("    reads: %s", r.waits70quiet)
 		b.logf("  %s: open at 10%%: %s", k.name, r.open10)
 		b.logf("    reads: %s", r.waits10)
+		for _, run := range []string{"open70", "open70_nowrites", "open10"} {
+			b.logf("  %s: %s p99 of the %d rounds %s ms (the median round is reported)", k.name, run, len(r.p99s[run]), joinMs(r.p99s[run]))
+		}
 		b.runs["read_"+k.name+"_closed"] = r.closed
 		b.runs["read_"+k.name+"_open70"] = r.open70
 		b.runs["read_"+k.name+"_open70_background"] = r.background
@@ -827,4 +832,13 @@ func (b *bench) writeJSON(path string) error {
 func loadavg() string {
 	b, _ := os.ReadFile("/proc/loadavg")
 	return strings.TrimSpace(string(b))
+}
+
+// joinMs lists figures as "a / b / c".
+func joinMs(v []float64) string {
+	parts := make([]string, len(v))
+	for i, x := range v {
+		parts[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(parts, " / ")
 }
