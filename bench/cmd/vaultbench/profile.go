@@ -98,6 +98,21 @@ func profiled(path string, f func()) error {
 	return nil
 }
 
+// traced runs f under the execution tracer, writing to path.
+func traced(path string, f func()) error {
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	if err := trace.Start(out); err != nil {
+		return err
+	}
+	f()
+	trace.Stop()
+	return nil
+}
+
 // writeAllocs writes the process's allocs profile (cumulative) to path.
 func writeAllocs(path string) error {
 	f, err := os.Create(path)
@@ -168,8 +183,8 @@ func profileVault(ctx context.Context, p *inProcess, name, prefix string, conc i
 
 // profileReads profiles reads of an in-process vault while creates run in
 // the background at a tenth of their closed-loop rate: CPU profiles of get
-// and list at 70 % of their closed-loop rate, and an execution trace of the
-// get (prefix-read-*.cpu.prof, prefix-read-get.trace).
+// and list at 70 % of their closed-loop rate, and an execution trace of
+// each (prefix-read-*.cpu.prof, prefix-read-*.trace).
 func profileReads(ctx context.Context, tmp, prefix string, conc int, dur time.Duration, logf func(string, ...any)) (map[string]loadgen.Result, error) {
 	out := map[string]loadgen.Result{}
 	p, err := startInProcess(ctx, filepath.Join(tmp, "profile-reads"), false)
@@ -216,16 +231,8 @@ func profileReads(ctx context.Context, tmp, prefix string, conc int, dur time.Du
 		}
 		out["profile_read_"+k.name] = res
 		logf("profile %s at 70%% of %.0f/s with creates at %.0f/s: %s (creates %s) → %s", k.name, closed.Throughput, 0.1*cmax.Throughput, res, bg, path)
-		if k.name == "get" {
-			tpath := prefix + "-read-get.trace"
-			f, err := os.Create(tpath)
-			if err != nil {
-				return nil, err
-			}
-			if err := trace.Start(f); err != nil {
-				f.Close()
-				return nil, err
-			}
+		tpath := prefix + "-read-" + k.name + ".trace"
+		if err := traced(tpath, func() {
 			done := make(chan struct{})
 			go func() {
 				createOpen(ctx, p.URL, writers, 0.1*cmax.Throughput, 0, 2*time.Second)
@@ -233,10 +240,10 @@ func profileReads(ctx context.Context, tmp, prefix string, conc int, dur time.Du
 			}()
 			loadgen.Open(ctx, loadgen.OpenConfig{Rate: 0.7 * closed.Throughput, Duration: 2 * time.Second, Workers: 128}, k.op)
 			<-done
-			trace.Stop()
-			f.Close()
-			logf("  trace: %s", tpath)
+		}); err != nil {
+			return nil, err
 		}
+		logf("  trace: %s", tpath)
 	}
 	return out, nil
 }
