@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -65,47 +66,34 @@ func TestFeedingFunctions(t *testing.T) {
 	if n := testutil.CollectAndCount(m.readWait); n != 2 {
 		t.Fatalf("read wait phases %d, want 2 (an unknown phase is not recorded)", n)
 	}
-	want := `
-# HELP vault_read_barrier_wait_seconds What a read waited for before querying the read model, by phase: stream (asking the stream for its last sequence; reads without X-Vault-Min-Sequence) and read_model (the read model applying the sequence the read must see; only reads that found it behind).
-# TYPE vault_read_barrier_wait_seconds histogram
-vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.0001"} 0
-vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.00025"} 0
-vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.0005"} 0
-vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.001"} 0
-vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.0025"} 1
-vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.005"} 1
-vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.01"} 1
-vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.025"} 1
-vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.05"} 1
-vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.1"} 1
-vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.25"} 1
-vault_read_barrier_wait_seconds_bucket{phase="read_model",le="0.5"} 1
-vault_read_barrier_wait_seconds_bucket{phase="read_model",le="1"} 1
-vault_read_barrier_wait_seconds_bucket{phase="read_model",le="2.5"} 1
-vault_read_barrier_wait_seconds_bucket{phase="read_model",le="5"} 1
-vault_read_barrier_wait_seconds_bucket{phase="read_model",le="+Inf"} 1
-vault_read_barrier_wait_seconds_sum{phase="read_model"} 0.002
-vault_read_barrier_wait_seconds_count{phase="read_model"} 1
-vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.0001"} 0
-vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.00025"} 0
-vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.0005"} 1
-vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.001"} 1
-vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.0025"} 1
-vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.005"} 1
-vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.01"} 1
-vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.025"} 1
-vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.05"} 1
-vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.1"} 1
-vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.25"} 1
-vault_read_barrier_wait_seconds_bucket{phase="stream",le="0.5"} 1
-vault_read_barrier_wait_seconds_bucket{phase="stream",le="1"} 1
-vault_read_barrier_wait_seconds_bucket{phase="stream",le="2.5"} 1
-vault_read_barrier_wait_seconds_bucket{phase="stream",le="5"} 1
-vault_read_barrier_wait_seconds_bucket{phase="stream",le="+Inf"} 1
-vault_read_barrier_wait_seconds_sum{phase="stream"} 0.0003
-vault_read_barrier_wait_seconds_count{phase="stream"} 1
-`
-	if err := testutil.CollectAndCompare(m.readWait, strings.NewReader(want)); err != nil {
+	fams, err := reg.Gather()
+	if err != nil {
 		t.Fatal(err)
+	}
+	// Each observation lands in its phase, in the first bucket that holds it.
+	want := map[string]struct {
+		sum float64
+		le  float64
+	}{WaitStream: {0.0003, 0.0005}, WaitReadModel: {0.002, 0.0025}}
+	for _, f := range fams {
+		if f.GetName() != "vault_read_barrier_wait_seconds" {
+			continue
+		}
+		for _, mm := range f.GetMetric() {
+			phase := mm.GetLabel()[0].GetValue()
+			h, w := mm.GetHistogram(), want[phase]
+			if h.GetSampleCount() != 1 || math.Abs(h.GetSampleSum()-w.sum) > 1e-9 {
+				t.Errorf("phase %s: count %d sum %v, want 1 and %v", phase, h.GetSampleCount(), h.GetSampleSum(), w.sum)
+			}
+			for _, b := range h.GetBucket() {
+				if in := b.GetCumulativeCount() == 1; in != (b.GetUpperBound() >= w.le) {
+					t.Errorf("phase %s: bucket le=%v holds %d", phase, b.GetUpperBound(), b.GetCumulativeCount())
+				}
+			}
+			delete(want, phase)
+		}
+	}
+	if len(want) != 0 {
+		t.Errorf("phases missing: %v", want)
 	}
 }
