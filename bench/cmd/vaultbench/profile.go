@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -85,31 +86,24 @@ func (p *inProcess) Stop() {
 
 // profiled runs f under the CPU profiler, writing to path.
 func profiled(path string, f func()) error {
-	out, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	if err := pprof.StartCPUProfile(out); err != nil {
-		return err
-	}
-	f()
-	pprof.StopCPUProfile()
-	return nil
+	return recorded(path, pprof.StartCPUProfile, pprof.StopCPUProfile, f)
 }
 
 // traced runs f under the execution tracer, writing to path.
-func traced(path string, f func()) error {
+func traced(path string, f func()) error { return recorded(path, trace.Start, trace.Stop, f) }
+
+// recorded runs f between start, writing to path, and stop.
+func recorded(path string, start func(io.Writer) error, stop func(), f func()) error {
 	out, err := os.Create(path)
 	if err != nil {
 		return err
 	}
 	defer out.Close()
-	if err := trace.Start(out); err != nil {
+	if err := start(out); err != nil {
 		return err
 	}
 	f()
-	trace.Stop()
+	stop()
 	return nil
 }
 
