@@ -30,6 +30,10 @@ type barrier struct {
 
 	mu      sync.Mutex
 	changed chan struct{} // closed (and replaced) when applied advances
+	// followed is closed (and replaced) when the stream follower sees more
+	// (pending.go); only tree reads whose target it has not reached wait
+	// on it.
+	followed chan struct{}
 
 	// noHolds: the read model held no tree as of a sequence (Vault.held).
 	noHolds atomic.Pointer[noHolds]
@@ -59,28 +63,28 @@ func (b *barrier) advance(seq uint64) {
 			break
 		}
 	}
-	b.notify()
+	b.notify(&b.changed)
 }
 
-// notify wakes the waiting reads (applied advanced, or the stream follower
-// saw more).
-func (b *barrier) notify() {
+// notify closes *ch, waking the reads waiting on it (see wake).
+func (b *barrier) notify(ch *chan struct{}) {
 	b.mu.Lock()
-	if b.changed != nil {
-		close(b.changed)
-		b.changed = nil
+	if *ch != nil {
+		close(*ch)
+		*ch = nil
 	}
 	b.mu.Unlock()
 }
 
-// wake returns a channel closed at the next notify.
-func (b *barrier) wake() <-chan struct{} {
+// wake returns a channel closed at the next notify of *ch: of b.changed
+// when applied advances, of b.followed when the stream follower sees more.
+func (b *barrier) wake(ch *chan struct{}) <-chan struct{} {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.changed == nil {
-		b.changed = make(chan struct{})
+	if *ch == nil {
+		*ch = make(chan struct{})
 	}
-	return b.changed
+	return *ch
 }
 
 // BarrierStats counts what reads waiting for the read model did.
@@ -162,11 +166,12 @@ func WithMinSequence(ctx context.Context, seq uint64) context.Context {
 func (v *Vault) Sync(ctx context.Context) error { return v.syncFor(ctx, "") }
 
 // syncFor is Sync for a read of one server tree (serverID; "" for a read
-// of more): it waits only for the events of that tree and those outside
-// every tree (pending.go).
+// of more): without X-Vault-Min-Sequence it waits only for the events of
+// that tree and those outside every tree (pending.go). A read with it waits
+// for the sequence it names, whatever that changed, as the header promises.
 func (v *Vault) syncFor(ctx context.Context, tree string) error {
 	if seq, ok := ctx.Value(minSeqKey{}).(uint64); ok {
-		return v.waitApplied(ctx, tree, seq)
+		return v.waitApplied(ctx, "", seq)
 	}
 	st := v.Store()
 	if st == nil {
@@ -202,20 +207,16 @@ func (v *Vault) waitApplied(ctx context.Context, tree string, target uint64) err
 	if b.applied.Load() >= target {
 		return nil
 	}
-	// ready reports whether the read may go on, and whether the projector's
-	// announcement released it.
-	ready := func() (ok, announced bool) {
-		need, known := b.needFor(tree, target)
-		if !known {
-			need = target
-		}
-		if b.applied.Load() >= need {
-			return true, b.announced.Load() >= need
-		}
-		return false, false
+	// ready reports whether the read may go on, what it needs applied, and
+	// whether that need is known (barrier.needFor).
+	ready := func() (ok bool, need uint64, known bool) {
+		need, known = b.needFor(tree, target)
+		return b.applied.Load() >= need, need, known
 	}
-	if ok, _ := ready(); ok {
-		b.unrelated.Add(1)
+	if ok, need, _ := ready(); ok {
+		if need < target {
+			b.unrelated.Add(1)
+		}
 		return nil
 	}
 	timeout := v.SyncTimeout
@@ -237,15 +238,23 @@ func (v *Vault) waitApplied(ctx context.Context, tree string, target uint64) err
 	timer := time.NewTimer(min(wait, timeout))
 	defer timer.Stop()
 	for {
-		woken := b.wake()
-		if ok, announced := ready(); ok {
-			if announced {
+		woken := b.wake(&b.changed)
+		var followed <-chan struct{} // nil: never ready
+		ok, need, known := ready()
+		if !known {
+			followed = b.wake(&b.followed)
+			// The follower may have reached the target meanwhile.
+			ok, need, known = ready()
+		}
+		if ok {
+			if b.announced.Load() >= need {
 				b.woken.Add(1)
 			}
 			return nil
 		}
 		select {
 		case <-woken:
+		case <-followed:
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-timer.C:
@@ -253,7 +262,7 @@ func (v *Vault) waitApplied(ctx context.Context, tree string, target uint64) err
 			if err := v.refreshApplied(ctx); err != nil {
 				return err
 			}
-			if ok, _ := ready(); ok {
+			if ok, _, _ := ready(); ok {
 				return nil
 			}
 			left := time.Until(deadline)

@@ -45,9 +45,11 @@ type treeFollow struct {
 	pruneAt int
 }
 
-// Bounds of treeFollow.trees: it is pruned when it reaches pruneAt (at
-// least minPrune); past maxFollowedTrees after pruning (a read model far
-// behind), it is cleared and follows afresh from the current event.
+// Bounds of treeFollow.trees: it is pruned of applied trees when it
+// reaches pruneAt (at least minPrune, twice what the last pruning kept).
+// When a pruning keeps more than half of maxFollowedTrees (a read model far
+// behind), the map is cleared and following starts afresh from the current
+// event, so it never holds more than maxFollowedTrees.
 const (
 	minPrune         = 1024
 	maxFollowedTrees = 100_000
@@ -75,7 +77,7 @@ func (v *Vault) followFrom(from uint64) {
 	f.on, f.from, f.seen = true, from, from
 	f.trees, f.outside, f.pruneAt = map[string]uint64{}, 0, minPrune
 	f.mu.Unlock()
-	v.barrier.notify()
+	v.barrier.notify(&v.barrier.followed)
 }
 
 // followStopped: the follower stopped; reads wait for their targets.
@@ -95,7 +97,7 @@ func (v *Vault) followed(seq uint64, subject string) error {
 	f := &v.barrier.follow
 	applied := v.barrier.applied.Load()
 	f.mu.Lock()
-	defer v.barrier.notify()
+	defer v.barrier.notify(&v.barrier.followed)
 	defer f.mu.Unlock()
 	if !f.on {
 		return nil
@@ -116,10 +118,10 @@ func (v *Vault) followed(seq uint64, subject string) error {
 				delete(f.trees, t)
 			}
 		}
+		if len(f.trees) > maxFollowedTrees/2 {
+			f.from, f.trees, f.outside = seq, map[string]uint64{}, 0
+		}
 		f.pruneAt = max(minPrune, 2*len(f.trees))
-	}
-	if len(f.trees) > maxFollowedTrees {
-		f.from, f.trees, f.outside, f.pruneAt = seq, map[string]uint64{}, 0, minPrune
 	}
 	return nil
 }

@@ -1,11 +1,15 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/mcpvault/vault/events"
+	"github.com/mcpvault/vault/projections"
 )
 
 func TestTreeOf(t *testing.T) {
@@ -120,5 +124,57 @@ func TestFollowedTreesStayBounded(t *testing.T) {
 	// Cleared: the read model is behind the new start, so reads wait for their targets.
 	if need, known := b.needFor("mcp_srv_y", seq); need != seq || !known {
 		t.Fatalf("after clearing: %d %v, want the target", need, known)
+	}
+}
+
+// A tree read whose target the follower has not reached is released by the
+// follower's progress; the follower does not wake reads waiting for the
+// read model (their channel stays open), and a read of no tree still waits
+// for the read model to apply its target.
+func TestFollowerReleasesTreeReads(t *testing.T) {
+	db, err := projections.Open(context.Background(), filepath.Join(t.TempDir(), "rm.sqlite"), projections.Writer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	v := &Vault{DB: db, SyncTimeout: 5 * time.Second}
+	b := &v.barrier
+	b.watched.Store(true)
+	b.advance(10)
+	v.followFrom(10)
+	wait := func(tree string, target uint64) <-chan error {
+		done := make(chan error, 1)
+		go func() { done <- v.waitApplied(context.Background(), tree, target) }()
+		return done
+	}
+	treeRead, plainRead := wait("mcp_srv_a", 12), wait("", 12)
+	time.Sleep(20 * time.Millisecond) // both are waiting
+	changed := b.wake(&b.changed)
+	v.followed(11, events.ServerSubject("mcp_srv_b"))
+	v.followed(12, events.CredentialSubject("mcp_srv_b", "mcp_cred_1"))
+	select {
+	case err := <-treeRead:
+		if err != nil {
+			t.Fatalf("tree read: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("a read of tree A was not released once the follower saw that events 11 and 12 are of tree B")
+	}
+	select {
+	case <-changed:
+		t.Fatal("the follower's progress woke the reads waiting for the read model")
+	default:
+	}
+	select {
+	case err := <-plainRead:
+		t.Fatalf("a read of no tree went on before the read model applied its target: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	b.advance(12)
+	if err := <-plainRead; err != nil {
+		t.Fatalf("read of no tree: %v", err)
+	}
+	if s := v.BarrierStats(); s.Unrelated != 0 || s.Waits != 2 {
+		t.Fatalf("stats %+v: want 2 waits, none counted unrelated (both waited)", s)
 	}
 }

@@ -322,8 +322,9 @@ func TestIdempotentReplayCarriesSequence(t *testing.T) {
 // A header-less read of a server tree waits only for that tree's events:
 // with replica B's projector stopped, a write to one server (through A)
 // leaves B's reads of another server answered at once, from its read
-// model, while B's reads of the written server wait until B's projector,
-// restarted, has applied the write, and then include it.
+// model, while B's reads of the written server — and reads of any server
+// that name the write's sequence in X-Vault-Min-Sequence — wait until B's
+// projector, restarted, has applied the write, and then include it.
 func TestTreeReadsWaitOnlyForTheirTree(t *testing.T) {
 	env := vaulttest.MustStart(t, vaulttest.Options{})
 	a := &vaulttest.Env{TB: t, URL: env.URL}
@@ -359,23 +360,36 @@ func TestTreeReadsWaitOnlyForTheirTree(t *testing.T) {
 		t.Fatalf("vault_read_barrier_unrelated_total rose by %.0f, want 3", n)
 	}
 
-	// A read of the busy server through B waits for the write.
+	// A read of the busy server through B waits for the write, and so does
+	// a read of the quiet one that names the write's sequence in
+	// X-Vault-Min-Sequence (answered once the read model has applied it).
+	seq, _ := repSeq(t, c)
 	type answer struct {
 		r   vaulttest.Response
 		err error
 	}
-	got := make(chan answer, 1)
-	go func() {
-		r, err := vaulttest.Send(context.Background(), t, b.URL, vaulttest.Request{Method: "GET", Path: "/servers/" + busy + "/credentials", User: "u-busy"})
-		got <- answer{r, err}
-	}()
+	send := func(r vaulttest.Request) <-chan answer {
+		got := make(chan answer, 1)
+		go func() {
+			resp, err := vaulttest.Send(context.Background(), t, b.URL, r)
+			got <- answer{resp, err}
+		}()
+		return got
+	}
+	gotBusy := send(vaulttest.Request{Method: "GET", Path: "/servers/" + busy + "/credentials", User: "u-busy"})
+	gotNamed := send(vaulttest.Request{Method: "GET", Path: "/servers/" + quiet, User: "u-quiet", Header: repMinSeq(true, seq)})
 	select {
-	case ans := <-got:
+	case ans := <-gotBusy:
 		t.Fatalf("a read of the written server through B did not wait for B's stopped projector: %d %s (%v)", ans.r.Status, ans.r.Body, ans.err)
+	case ans := <-gotNamed:
+		t.Fatalf("a read naming the write's sequence did not wait for B's stopped projector: %d %s (%v)", ans.r.Status, ans.r.Body, ans.err)
 	case <-time.After(time.Second):
 	}
 	repStartProjector(t, env, b.ReadModel, "replica-b-again")
-	ans := <-got
+	if ans := <-gotNamed; ans.err != nil || ans.r.Status != http.StatusOK {
+		t.Fatalf("read of the quiet server naming the write's sequence through B: %d %s (%v)", ans.r.Status, ans.r.Body, ans.err)
+	}
+	ans := <-gotBusy
 	if ans.err != nil || ans.r.Status != http.StatusOK {
 		t.Fatalf("list of the written server through B: %d %s (%v)", ans.r.Status, ans.r.Body, ans.err)
 	}
