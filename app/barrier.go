@@ -239,12 +239,12 @@ func (v *Vault) waitApplied(ctx context.Context, tree string, target uint64) err
 	defer timer.Stop()
 	for {
 		woken := b.wake(&b.changed)
-		var followed <-chan struct{} // nil: never ready
+		var seen <-chan struct{} // the follower's progress; nil: not waited on
 		ok, need, known := ready()
 		if !known {
-			followed = b.wake(&b.followed)
+			seen = b.wake(&b.followed)
 			// The follower may have reached the target meanwhile.
-			ok, need, known = ready()
+			ok, need, _ = ready()
 		}
 		if ok {
 			if b.announced.Load() >= need {
@@ -254,7 +254,7 @@ func (v *Vault) waitApplied(ctx context.Context, tree string, target uint64) err
 		}
 		select {
 		case <-woken:
-		case <-followed:
+		case <-seen:
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-timer.C:
