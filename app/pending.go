@@ -28,6 +28,8 @@ import (
 // target the stream follower has reached waits until the read model has
 // applied the newest of those at or below its target (nothing when there is
 // none); otherwise it waits for the target itself, as every other read does.
+// A read that names a sequence (X-Vault-Min-Sequence) waits for that
+// sequence itself, as the header promises (Vault.syncFor).
 
 // treeFollow is what the API's stream follower knows of events the read
 // model may not have applied yet.
