@@ -1,9 +1,6 @@
 package natsserver
 
-import (
-	"os"
-	"runtime/debug"
-)
+import "github.com/mcpvault/vault/internal/gogc"
 
 // GCPercent is the garbage collector's target (GOGC) of a process that holds
 // the vault's NATS server, unless GOGC is set. Its live heap is mostly the
@@ -20,8 +17,4 @@ const GCPercent = 400
 
 // TuneGC sets GCPercent unless the environment sets GOGC. Call it in the
 // process that starts the server, not in processes that only connect.
-func TuneGC() {
-	if _, set := os.LookupEnv("GOGC"); !set {
-		debug.SetGCPercent(GCPercent)
-	}
-}
+func TuneGC() { gogc.SetDefault(GCPercent) }

@@ -1,4 +1,4 @@
-package natsserver
+package gogc
 
 import (
 	"os"
@@ -9,11 +9,11 @@ import (
 	"testing"
 )
 
-// TuneGC sets GCPercent, and leaves an operator's GOGC alone. Each case
-// runs in a child process (the setting is process-wide).
-func TestTuneGC(t *testing.T) {
+// SetDefault sets its target, and leaves an operator's GOGC alone. Each
+// case runs in a child process (the setting is process-wide).
+func TestSetDefault(t *testing.T) {
 	if os.Getenv("TUNEGC_CHILD") == "1" {
-		TuneGC()
+		SetDefault(400)
 		old := debug.SetGCPercent(100)
 		os.Stdout.WriteString("gcpercent=" + strconv.Itoa(old) + "\n")
 		return
@@ -22,7 +22,7 @@ func TestTuneGC(t *testing.T) {
 		gogc string // "" = unset
 		want string
 	}{{"", "gcpercent=400"}, {"150", "gcpercent=150"}, {"off", "gcpercent=-1"}} {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestTuneGC$")
+		cmd := exec.Command(os.Args[0], "-test.run=^TestSetDefault$")
 		env := []string{"TUNEGC_CHILD=1"}
 		for _, kv := range os.Environ() {
 			if !strings.HasPrefix(kv, "GOGC=") {
