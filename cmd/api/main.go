@@ -40,8 +40,8 @@ func main() {
 		}
 	}
 	// The API's live heap is small (~14 MB under the bench's reads), and at
-	// Go's default it is marked about once a second under list load; the
-	// reads caught in a mark make the p99 at light load (docs/benchmarks.md,
+	// Go's default it was marked every ~0.4 s over them; the reads caught
+	// in a mark make the p99 at light load (docs/benchmarks.md,
 	// "Runs of 2026-11-30 17:07–18:15 UTC"). A quarter as many marks cost
 	// some 50 MB more heap.
 	gogc.SetDefault(gcPercent)
