@@ -19,21 +19,9 @@ var ErrRestart = errors.New("eventstore: restart from another sequence")
 // large transactions. Each batch is a new slice that handle may keep. It
 // returns when ctx ends or handle returns an error.
 func (s *Store) Follow(ctx context.Context, start uint64, limit int, handle func([]Msg) error) error {
-	cons, err := s.JS.OrderedConsumer(ctx, s.cfg.Stream, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   max(start, 1),
-	})
+	it, err := s.tail(ctx, start, false, jetstream.PullMaxMessages(2*limit))
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	// A heartbeat every second (the ordered consumer's default is 5 s): when
-	// the server holding the consumer goes away (its stream leader stopped
-	// or failed), two missed heartbeats make the client recreate it, so the
-	// projector resumes within ~2 s instead of ~10 s — longer than a read
-	// waits for it (503 read_model_behind after 5 s).
-	it, err := cons.Messages(jetstream.PullMaxMessages(2*limit), jetstream.PullHeartbeat(time.Second))
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return err
 	}
 	defer it.Stop()
 	batch := make([]Msg, 0, limit)
@@ -79,21 +67,38 @@ func eachMsg(ctx context.Context, it jetstream.MessagesContext, fn func(Msg) (st
 // applied, at a fraction of the delivery's cost). It returns when ctx ends,
 // the consumer fails or fn returns an error (that error).
 func (s *Store) FollowSubjects(ctx context.Context, start uint64, fn func(seq uint64, subject string) error) error {
-	cons, err := s.JS.OrderedConsumer(ctx, s.cfg.Stream, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:   max(start, 1),
-		HeadersOnly:   true,
-	})
+	it, err := s.tail(ctx, start, true)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
-	}
-	it, err := cons.Messages(jetstream.PullHeartbeat(time.Second))
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		return err
 	}
 	defer it.Stop()
 	return eachMsg(ctx, it, func(m Msg) (bool, error) {
 		err := fn(m.Seq, m.Subject)
 		return err != nil, err
 	})
+}
+
+// tail opens an ordered consumer of the event stream from sequence start
+// (headers only when headersOnly) and its message iterator, which the
+// caller stops.
+func (s *Store) tail(ctx context.Context, start uint64, headersOnly bool, opts ...jetstream.PullMessagesOpt) (jetstream.MessagesContext, error) {
+	cons, err := s.JS.OrderedConsumer(ctx, s.cfg.Stream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:   max(start, 1),
+		HeadersOnly:   headersOnly,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	// A heartbeat every second (the ordered consumer's default is 5 s): when
+	// the server holding the consumer goes away (its stream leader stopped
+	// or failed), two missed heartbeats make the client recreate it, so the
+	// projector (and the API's subject follower) resumes within ~2 s instead
+	// of ~10 s — longer than a read waits for it (503 read_model_behind
+	// after 5 s).
+	it, err := cons.Messages(append(opts, jetstream.PullHeartbeat(time.Second))...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return it, nil
 }
