@@ -166,14 +166,22 @@ func floorOpen(ctx context.Context, base, path string, rate float64, warm, dur t
 	return loadgen.Open(ctx, loadgen.OpenConfig{Rate: rate, Warmup: warm, Duration: dur, Workers: 128}, floorOp(base, path))
 }
 
-// floorWithWrites offers path rate while background (the same creates as
-// the reads') runs, starting with it and outlasting it by a little.
-func floorWithWrites(ctx context.Context, base, path string, rate float64, warm, dur time.Duration, background func(warm, dur time.Duration) loadgen.Result) loadgen.Result {
+// duringWrites runs f while background (the reads' creates) runs, started
+// with it for f's warm-up and window, dur, and a little longer; it returns
+// f's result and background's.
+func duringWrites[T any](warm, dur time.Duration, background func(warm, dur time.Duration) loadgen.Result, f func() T) (T, loadgen.Result) {
 	var wg sync.WaitGroup
+	var bg loadgen.Result
 	wg.Add(1)
-	go func() { defer wg.Done(); background(warm, dur+200*time.Millisecond) }()
-	r := floorOpen(ctx, base, path, rate, warm, dur)
+	go func() { defer wg.Done(); bg = background(warm, dur+200*time.Millisecond) }()
+	r := f()
 	wg.Wait()
+	return r, bg
+}
+
+// floorWithWrites offers path rate while background runs (duringWrites).
+func floorWithWrites(ctx context.Context, base, path string, rate float64, warm, dur time.Duration, background func(warm, dur time.Duration) loadgen.Result) loadgen.Result {
+	r, _ := duringWrites(warm, dur, background, func() loadgen.Result { return floorOpen(ctx, base, path, rate, warm, dur) })
 	return r
 }
 

@@ -27,7 +27,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -670,12 +669,9 @@ func (b *bench) reads(ctx context.Context, bin string, conc int, warm, dur time.
 	// the stream round trip: the same get at 70 %, with the background creates.
 	if maxRPS["get"] > 0 {
 		op := getMinSeqOp(v.URL, fx, last)
-		var bg loadgen.Result
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() { defer wg.Done(); bg = background(warm/2, dur+200*time.Millisecond) }()
-		ms := loadgen.Open(ctx, loadgen.OpenConfig{Rate: 0.7 * maxRPS["get"], Warmup: warm / 2, Duration: dur, Workers: 128}, op)
-		wg.Wait()
+		ms, bg := duringWrites(warm/2, dur, background, func() loadgen.Result {
+			return loadgen.Open(ctx, loadgen.OpenConfig{Rate: 0.7 * maxRPS["get"], Warmup: warm / 2, Duration: dur, Workers: 128}, op)
+		})
 		b.logf("  get with X-Vault-Min-Sequence: open at 70%% with creates: %s (creates: %s)", ms, bg)
 		b.runs["read_get_minseq_open70"] = ms
 		b.fig("read_get_minseq_open70_p99_ms", ms.P99Ms, "ms")

@@ -209,14 +209,13 @@ func profileReads(ctx context.Context, tmp, prefix string, conc int, dur time.Du
 		if err := writeAllocs(apath + "-before.prof"); err != nil {
 			return nil, err
 		}
+		creates := func(warm, dur time.Duration) loadgen.Result {
+			return createOpen(ctx, p.URL, writers, 0.1*cmax.Throughput, warm, dur)
+		}
 		if err := profiled(path, func() {
-			done := make(chan struct{})
-			go func() {
-				bg = createOpen(ctx, p.URL, writers, 0.1*cmax.Throughput, 0, dur+200*time.Millisecond)
-				close(done)
-			}()
-			res = loadgen.Open(ctx, loadgen.OpenConfig{Rate: 0.7 * closed.Throughput, Duration: dur, Workers: 128}, k.op)
-			<-done
+			res, bg = duringWrites(0, dur, creates, func() loadgen.Result {
+				return loadgen.Open(ctx, loadgen.OpenConfig{Rate: 0.7 * closed.Throughput, Duration: dur, Workers: 128}, k.op)
+			})
 		}); err != nil {
 			return nil, err
 		}

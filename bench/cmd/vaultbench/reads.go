@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -100,16 +99,7 @@ func readSeries(ctx context.Context, op loadgen.Op, conc, rounds int, warm, dur 
 	}
 	var with, quiet, light []openRound
 	for range max(rounds, 1) {
-		var wg sync.WaitGroup
-		var bg loadgen.Result
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			// Starts with the reads and outlasts their window by a little.
-			bg = background(warm, dur+200*time.Millisecond)
-		}()
-		w := open(0.7)
-		wg.Wait()
+		w, bg := duringWrites(warm, dur, background, func() openRound { return open(0.7) })
 		w.background = bg
 		with = append(with, w)
 		quiet = append(quiet, open(0.7))
