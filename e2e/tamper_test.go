@@ -11,6 +11,7 @@ package e2e
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"os"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"github.com/mcpvault/vault/audit"
 	"github.com/mcpvault/vault/events"
 	"github.com/mcpvault/vault/internal/vaulttest"
+	"github.com/mcpvault/vault/service"
 )
 
 func TestProjectorHoldsForgedEvents(t *testing.T) {
@@ -163,21 +165,46 @@ func TestProjectorHoldsForgedEvents(t *testing.T) {
 		vaulttest.Eventually(t, 10*time.Second, served)
 	}
 
-	// Replay from scratch (rejections come after what they reject) gives the same read model.
+	// Every forgery rejected: writes are decided on the genuine history again.
+	if r := env.Do(t, vaulttest.Request{Method: "POST", Path: "/servers/" + srv + "/credentials/" + cred + "/revoke", User: "alice"}); r.Status != http.StatusOK {
+		t.Fatalf("revoke after the rejections: %d %s", r.Status, r.Body)
+	}
+	revoked := func() bool {
+		r := getCred()
+		return r.Status == http.StatusOK && r.JSON(t)["revoked_at"] != nil
+	}
+	vaulttest.Eventually(t, 10*time.Second, revoked)
+
+	// A replayed creation after the revoke holds the tree. An operator's
+	// rebuild checks chain links as the projector does, so it holds the tree
+	// too, rather than apply the copy (which would bring the revoked
+	// credential back).
+	forged := copyOf(first.Sequence)
+	vaulttest.Eventually(t, 10*time.Second, held)
 	lcWaitCaughtUp(t, env, env.ReadModel)
 	before := lcDump(t, env.ReadModel)
+	rb := &service.Rebuild{NATSURL: env.NATSURL(), Stream: env.Stream, ReadModelPath: env.ReadModel, AuditKeys: env.AuditKeys,
+		Log: slog.New(slog.DiscardHandler)}
+	if err := rb.Run(context.Background()); err != nil {
+		t.Fatalf("rebuild: %v", err)
+	}
+	lcSameText(t, "read model after a rebuild", before, lcDump(t, env.ReadModel))
+	if !held() {
+		t.Fatal("the rebuild released the tree held at the replayed creation")
+	}
+	reject(forged)
+	vaulttest.Eventually(t, 10*time.Second, revoked)
+
+	// Replay from scratch (rejections come after what they reject) gives the same read model.
+	lcWaitCaughtUp(t, env, env.ReadModel)
+	before = lcDump(t, env.ReadModel)
 	env.StopProjector()
 	for _, p := range []string{env.ReadModel, env.ReadModel + "-wal", env.ReadModel + "-shm"} {
 		os.Remove(p)
 	}
 	env.StartProjector()
 	lcWaitCaughtUp(t, env, env.ReadModel)
-	vaulttest.Eventually(t, 10*time.Second, served)
 	lcSameText(t, "read model after replay", before, lcDump(t, env.ReadModel))
-	// Every forgery rejected: writes are decided on the genuine history again.
-	if r := env.Do(t, vaulttest.Request{Method: "POST", Path: "/servers/" + srv + "/credentials/" + cred + "/revoke", User: "alice"}); r.Status != http.StatusOK {
-		t.Fatalf("revoke after the rejections: %d %s", r.Status, r.Body)
-	}
 }
 
 func mustAuditKeys(t *testing.T, spec string) *audit.Keyring {

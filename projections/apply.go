@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -103,11 +105,10 @@ type Applied struct {
 	Shredded []string
 	// Held lists the server trees this call started holding.
 	Held []Hold
-	// Released lists the server trees this call released (Release only).
+	// Released lists the server trees this call released: by Release, or
+	// by Apply when it applied an operator's rejection (mcp.audit.rejected)
+	// of the event a tree was held at.
 	Released []string
-	// Rejections: this call applied an operator's rejection of an event
-	// (mcp.audit.rejected); Release may now release the tree it held.
-	Rejections bool
 }
 
 // Hold is a server tree the projector holds because this build cannot decode
@@ -175,6 +176,11 @@ func (d *DB) Apply(ctx context.Context, msgs []Msg) (Applied, error) {
 			if err := a.keep(tree, m); err != nil {
 				return Applied{}, err
 			}
+			// A kept message that does not verify stays held when the
+			// tree is released, unless it is rejected too.
+			if err := a.noteBreak(m); err != nil { // projections/custody.go
+				return Applied{}, err
+			}
 		case m.Err != nil:
 			h := Hold{ServerID: tree, Seq: m.Seq, EventType: m.Type, Version: m.Version, Reason: m.Err.Error(), Pending: 1}
 			if err := a.exec(insertHold, h.ServerID, nullable(m.Owner), h.Seq, h.EventType, h.Version, h.Reason,
@@ -199,6 +205,20 @@ func (d *DB) Apply(ctx context.Context, msgs []Msg) (Applied, error) {
 	if out.LastSeq == start {
 		return out, nil
 	}
+	if a.rejected {
+		// An operator rejected an event: the trees it held are released in
+		// this transaction, so no reader sees the rejection applied and
+		// its tree still held.
+		for _, tree := range slices.Sorted(maps.Keys(held)) {
+			_, released, err := a.releaseTree(tree) // projections/held.go
+			if err != nil {
+				return Applied{}, err
+			}
+			if released {
+				out.Released = append(out.Released, tree)
+			}
+		}
+	}
 	if err := a.finish(); err != nil {
 		return Applied{}, err
 	}
@@ -209,7 +229,6 @@ func (d *DB) Apply(ctx context.Context, msgs []Msg) (Applied, error) {
 		return Applied{}, err
 	}
 	out.Shredded = a.shredded
-	out.Rejections = a.rejected
 	return out, nil
 }
 

@@ -109,7 +109,7 @@ func (a *applier) applyCustody(r events.Record) error {
 		return a.exec(upsertExpiryNotice, r.AggregateID, 2)
 	case events.AuditRejected:
 		// Recorded (signed: unsigned rejections were held by DecodeVerified);
-		// Release then skips the rejected event of a held tree.
+		// Apply then releases the held trees, without the rejected event.
 		e := r.Event.(events.AuditRejected)
 		a.rejected = true
 		return a.exec(insertRejection, e.Sequence, e.BodySHA256)

@@ -41,22 +41,41 @@ func (d *DB) release(ctx context.Context, tree string) (bool, []string, error) {
 	}
 	defer tx.Rollback()
 	a := d.newApplier(ctx, tx)
+	progressed, released, err := a.releaseTree(tree)
+	if err != nil || !progressed {
+		return false, nil, err
+	}
+	if err := a.finish(); err != nil {
+		return false, nil, err
+	}
+	if err := tx.Commit(); err != nil {
+		return false, nil, err
+	}
+	return released, a.shredded, nil
+}
+
+// releaseTree applies, in a's transaction, the kept events of a held tree
+// in sequence order: those an operator rejected are dropped, the others
+// applied until one that this build cannot decode or that does not verify,
+// where the tree stays held. progressed tells whether anything changed;
+// released, whether the tree is no longer held. The caller finishes a.
+func (a *applier) releaseTree(tree string) (progressed, released bool, err error) {
 	rows, err := a.query(selectHeldEvents, tree)
 	if err != nil {
-		return false, nil, err
+		return false, false, err
 	}
 	var kept []Msg
 	for rows.Next() {
 		var m Msg
 		if err := rows.Scan(&m.Seq, &m.Subject, &m.Data); err != nil {
 			rows.Close()
-			return false, nil, err
+			return false, false, err
 		}
 		kept = append(kept, m)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
-		return false, nil, err
+		return false, false, err
 	}
 	var applied []uint64
 	var stuck *Msg
@@ -66,7 +85,7 @@ func (d *DB) release(ctx context.Context, tree string) (bool, []string, error) {
 			// Signature check and operator rejections (projections/custody.go).
 			skip, err := a.releaseCheck(&m)
 			if err != nil {
-				return false, nil, err
+				return false, false, err
 			}
 			if skip {
 				applied = append(applied, m.Seq)
@@ -78,30 +97,22 @@ func (d *DB) release(ctx context.Context, tree string) (bool, []string, error) {
 			break
 		}
 		if err := a.apply(m.Record, m.row); err != nil {
-			return false, nil, fmt.Errorf("projections: apply held seq %d (%s): %w", m.Seq, m.Type, err)
+			return false, false, fmt.Errorf("projections: apply held seq %d (%s): %w", m.Seq, m.Type, err)
 		}
 		applied = append(applied, m.Seq)
 	}
 	if len(applied) == 0 {
-		return false, nil, nil // nothing this build can do yet
-	}
-	if err := a.finish(); err != nil {
-		return false, nil, err
+		return false, false, nil // nothing this build can do yet
 	}
 	if err := a.exec(deleteHeldUpTo, tree, applied[len(applied)-1]); err != nil {
-		return false, nil, err
+		return false, false, err
 	}
 	if stuck != nil {
-		if err := a.exec(updateHold, stuck.Seq, stuck.Type, stuck.Version, stuck.Err.Error(), tree); err != nil {
-			return false, nil, err
-		}
-	} else if err := a.exec(deleteHold, tree); err != nil {
-		return false, nil, err
+		err = a.exec(updateHold, stuck.Seq, stuck.Type, stuck.Version, stuck.Err.Error(), tree)
+	} else {
+		err = a.exec(deleteHold, tree)
 	}
-	if err := tx.Commit(); err != nil {
-		return false, nil, err
-	}
-	return stuck == nil, a.shredded, nil
+	return err == nil, err == nil && stuck == nil, err
 }
 
 // Holds lists the held server trees, oldest hold first.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mcpvault/vault/audit"
 	"github.com/mcpvault/vault/domain"
 	"github.com/mcpvault/vault/events"
 	"github.com/mcpvault/vault/projections"
@@ -199,6 +200,78 @@ func TestApplyRecordsPendingShreds(t *testing.T) {
 		t.Fatal(err)
 	}
 	if s, err := d.Status(ctx); err != nil || s.PendingShreds != 3 {
+		t.Fatalf("status: %+v %v", s, err)
+	}
+}
+
+// hdForged is a revoke of cred that did not verify: the projector decoded it
+// with the audit break as its error (service.DecodeVerified).
+func hdForged(tb testing.TB, seq uint64, server, cred string) projections.Msg {
+	tb.Helper()
+	m := hdMsg(tb, seq, events.Record{Meta: events.Meta{AggregateID: cred, ServerID: server, Owner: apAlice}, Event: events.CredentialRevoked{}})
+	m.Err = &audit.Break{Seq: seq, Subject: m.Subject, Err: audit.ErrUnsigned}
+	return m
+}
+
+// hdReject is an operator's rejection of the event at seq.
+func hdReject(tb testing.TB, seq uint64, of projections.Msg) projections.Msg {
+	tb.Helper()
+	return hdMsg(tb, seq, events.Record{Meta: events.Meta{Owner: events.Owner{Account: "operator"}},
+		Event: events.AuditRejected{Sequence: of.Seq, Subject: of.Subject, Problem: "not signed", BodySHA256: audit.Hash(of.Data)}})
+}
+
+// A rejection releases the tree it held in the transaction that applies it
+// (no reader sees the rejection applied and the tree still held), and an
+// event kept behind the hold that does not verify either stays held until it
+// is rejected too: releasing a tree never applies an unverified event.
+func TestRejectionReleasesInItsOwnTransaction(t *testing.T) {
+	ctx := context.Background()
+	d := apOpen(t)
+	sealed := &events.Sealed{Alg: "AES-256-GCM", Nonce: []byte("nonce-012345"), Ciphertext: []byte("ciphertext-bytes")}
+	created := events.CredentialCreated{AuthType: "bearer", HeaderNames: []string{}, Secret: sealed}
+	first, second := hdForged(t, 3, apSrvA, apC1), hdForged(t, 5, apSrvA, apC1)
+	msgs := []projections.Msg{
+		hdMsg(t, 1, events.Record{Meta: events.Meta{AggregateID: apSrvA, ServerID: apSrvA, Owner: apAlice}, Event: events.ServerCreated{
+			ServerAttrs: events.ServerAttrs{Name: "A", ServerLabel: "a", ServerURL: "https://a.example.com", RequireApproval: "always", Metadata: map[string]string{}}}}),
+		hdMsg(t, 2, events.Record{Meta: events.Meta{AggregateID: apC1, ServerID: apSrvA, Owner: apAlice}, Event: created}),
+		first, // held from here
+		hdMsg(t, 4, events.Record{Meta: events.Meta{AggregateID: apC2, ServerID: apSrvA, Owner: apAlice}, Event: created}), // kept
+		second, // kept, and does not verify either
+		hdReject(t, 6, first),
+	}
+	if msgs[5].Err != nil {
+		t.Fatalf("the rejection does not decode: %v", msgs[5].Err)
+	}
+	v := d.View()
+	a, err := d.Apply(ctx, msgs)
+	if err != nil || a.LastSeq != 6 || len(a.Released) != 0 {
+		t.Fatalf("apply: %+v %v", a, err)
+	}
+	// Released up to the second forgery, in the same transaction.
+	if _, err := v.GetCredential(ctx, apAlice, apSrvA, apC2); err != nil {
+		t.Fatalf("the create kept behind the rejected event: %v", err)
+	}
+	holds, err := d.Holds(ctx)
+	if err != nil || len(holds) != 1 || holds[0].Seq != 5 || holds[0].Pending != 1 {
+		t.Fatalf("holds after the first rejection: %+v %v", holds, err)
+	}
+	if err := v.Held(ctx, apAlice, apSrvA); err == nil || !strings.Contains(err.Error(), "does not verify") {
+		t.Fatalf("read of the tree held at the second forgery: %v", err)
+	}
+	if c1, err := v.GetCredential(ctx, apAlice, apSrvA, apC1); err != nil || c1.RevokedAt != nil {
+		t.Fatalf("a forged revoke was applied: %+v %v", c1, err)
+	}
+	// Rejecting the second one releases the tree, still without either forgery.
+	if a, err = d.Apply(ctx, []projections.Msg{hdReject(t, 7, second)}); err != nil || !slices.Equal(a.Released, []string{apSrvA}) {
+		t.Fatalf("second rejection: %+v %v", a, err)
+	}
+	if err := v.Held(ctx, apAlice, apSrvA); err != nil {
+		t.Fatalf("held after both rejections: %v", err)
+	}
+	if c1, err := v.GetCredential(ctx, apAlice, apSrvA, apC1); err != nil || c1.RevokedAt != nil {
+		t.Fatalf("a forged revoke was applied: %+v %v", c1, err)
+	}
+	if s, err := d.Status(ctx); err != nil || len(s.Holds) != 0 || s.PendingShreds != 0 || s.LastSeq != 7 {
 		t.Fatalf("status: %+v %v", s, err)
 	}
 }

@@ -171,16 +171,8 @@ func (p *Projector) pipeline(ctx context.Context, st *eventstore.Store, db *proj
 		limit = 1000
 	}
 	return applyStream(ctx, st, db, p.AuditKeys, p.UnsignedUntil, start, limit, func(applied projections.Applied) bool {
-		if applied.Rejections {
-			// An operator rejected a held event: release what it held.
-			if rel, err := db.Release(ctx); err != nil {
-				p.Log.Error("releasing after a rejection failed; retried at the next one or at start", "err", err)
-			} else if len(rel.Released) > 0 {
-				p.Log.Info("released held server trees after a rejection", "servers", rel.Released)
-				if len(rel.Shredded) > 0 {
-					p.wakeShredder()
-				}
-			}
+		if len(applied.Released) > 0 {
+			p.Log.Info("released held server trees after a rejection", "servers", applied.Released)
 		}
 		progressed()
 		p.published(applied.LastSeq)

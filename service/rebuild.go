@@ -93,6 +93,10 @@ func (r *Rebuild) build(ctx context.Context, st *eventstore.Store, path string) 
 	if err != nil {
 		return 0, err
 	}
+	// Verify as the projector does: signatures while decoding, and each
+	// signed event's chain link while applying (a replayed or reordered
+	// copy holds its tree until an operator rejects it).
+	db.VerifyWith(r.AuditKeys)
 	batch := r.BatchSize
 	if batch <= 0 {
 		batch = 5000
@@ -115,14 +119,6 @@ func (r *Rebuild) build(ctx context.Context, st *eventstore.Store, path string) 
 		}
 	}
 	prog(int64(applied), true)
-	if r.AuditKeys != nil {
-		// Rejections come after the events they reject: release once at the end.
-		db.VerifyWith(r.AuditKeys)
-		if _, err := db.Release(ctx); err != nil {
-			db.Close()
-			return 0, err
-		}
-	}
 	r.Log.Info("replayed", "events", applied, "seconds", time.Since(start).Seconds())
 	return applied, db.Close()
 }
