@@ -86,6 +86,10 @@ func TestReadyzWhenQuorumIsLost(t *testing.T) {
 	}
 }
 
+// writePath is what a create appends to or reads from on its way: the
+// event stream, the stream of wrapped data keys and the idempotency bucket.
+var writePath = []string{"VAULT", "VAULT_KEYS", "KV_VAULT_IDEMPOTENCY"}
+
 // leaderFault runs a create load through both replicas, applies fault to the
 // stream leader after 3 s, keeps the load 10 s more, then checks and reports.
 func leaderFault(t *testing.T, name string, fault func(*cluster.Node) error) {
@@ -108,23 +112,41 @@ func leaderFault(t *testing.T, name string, fault func(*cluster.Node) error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A create needs the leaders of the event stream, the keys stream and
+	// the idempotency bucket. JetStream elects each one's Raft group on its
+	// own (4–9 s apart at random), so writes can resume only once every one
+	// the faulted node led has a new leader.
+	var led []string
+	for _, stream := range writePath {
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		n, err := e.nodes.Leader(lctx, stream)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == leader {
+			led = append(led, stream)
+		}
+	}
 	faultAt := time.Now()
 	if err := fault(leader); err != nil {
 		t.Fatal(err)
 	}
-	// When does a new leader answer?
-	var electedAt atomic.Value
-	go func() {
-		for time.Since(faultAt) < 60*time.Second {
-			lctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
-			n, err := e.nodes.Leader(lctx, "VAULT")
-			cancel()
-			if err == nil && n != leader {
-				electedAt.Store(time.Now())
-				return
+	// When does a new leader answer, for each stream the node led?
+	elected := make([]atomic.Value, len(led))
+	for i, stream := range led {
+		go func() {
+			for time.Since(faultAt) < 60*time.Second {
+				lctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+				n, err := e.nodes.Leader(lctx, stream)
+				cancel()
+				if err == nil && n != leader {
+					elected[i].Store(time.Now())
+					return
+				}
 			}
-		}
-	}()
+		}()
+	}
 	time.Sleep(12 * time.Second)
 	stopAt := time.Now()
 	close(stop)
@@ -138,10 +160,27 @@ func leaderFault(t *testing.T, name string, fault func(*cluster.Node) error) {
 	figure(t, name+"_longest_write_gap_under_load", gap.Round(10*time.Millisecond).Seconds(), "s")
 	figure(t, name+"_writes_answered_after_fault", l.firstOKAfter(faultAt).Round(10*time.Millisecond).Seconds(), "s")
 	figure(t, name+"_slowest_logical_create", l.slowest.Round(10*time.Millisecond).Seconds(), "s")
+	// From the last of the elections the write path waited for.
+	var electedAt time.Time
+	for i, stream := range led {
+		v, ok := elected[i].Load().(time.Time)
+		if !ok {
+			electedAt = time.Time{}
+			t.Errorf("no new leader for %s within 60 s", stream)
+			break
+		}
+		t.Logf("%s: new leader after %s", stream, v.Sub(faultAt).Round(10*time.Millisecond))
+		if stream == "VAULT" {
+			figure(t, name+"_new_leader_after", v.Sub(faultAt).Round(10*time.Millisecond).Seconds(), "s")
+		}
+		if v.After(electedAt) {
+			electedAt = v
+		}
+	}
 	afterElection := time.Duration(-1)
-	if v, ok := electedAt.Load().(time.Time); ok {
-		figure(t, name+"_new_leader_after", v.Sub(faultAt).Round(10*time.Millisecond).Seconds(), "s")
-		afterElection = l.firstOKAfter(v)
+	if !electedAt.IsZero() {
+		figure(t, name+"_write_path_elected_after", electedAt.Sub(faultAt).Round(10*time.Millisecond).Seconds(), "s")
+		afterElection = l.firstOKAfter(electedAt)
 		figure(t, name+"_writes_answered_after_election", afterElection.Round(10*time.Millisecond).Seconds(), "s")
 	}
 	for _, r := range []*cluster.Replica{e.A, e.B} {
@@ -154,7 +193,7 @@ func leaderFault(t *testing.T, name string, fault func(*cluster.Node) error) {
 		t.Errorf("%d logical creates were never answered 201 within 60 s of retries (issue 9 point 5)", l.pending)
 	}
 	if afterElection > 2*time.Second || afterElection < 0 {
-		t.Errorf("writes answered %s after the new leader was elected, want <= 2s (issue 9 point 5)", afterElection)
+		t.Errorf("writes answered %s after the last new leader of %v was elected, want <= 2s (issue 9 point 5)", afterElection, led)
 	}
 	if l.slowest > 30*time.Second {
 		t.Errorf("a logical create waited %s for its 201 (retries held by idempotency_key_in_use: issue 9 point 2)", l.slowest)
