@@ -127,8 +127,12 @@ func (a *applier) applyCustody(r events.Record) error {
 // VerifyWith makes Release check the audit signature of every held event
 // before it applies it (the projector verifies live events while decoding,
 // see service.DecodeVerified): a held event that does not verify stays held
-// until an operator rejects its sequence.
-func (d *DB) VerifyWith(keys *audit.Keyring) { d.audit = keys }
+// until an operator rejects its sequence. Unsigned events up to
+// unsignedUntil are accepted, as the projector accepts them
+// (VAULT_AUDIT_UNSIGNED_UNTIL: a stream written before events were signed).
+func (d *DB) VerifyWith(keys *audit.Keyring, unsignedUntil uint64) {
+	d.audit, d.unsignedUntil = keys, unsignedUntil
+}
 
 // checkChain verifies, when the DB verifies, the chain link of a signed
 // state-changing message against the head of its subject (the message
@@ -235,6 +239,9 @@ func (a *applier) releaseCheck(m *Msg) (bool, error) {
 		if err := json.Unmarshal(raw, &h); err != nil {
 			return false, err
 		}
+	}
+	if m.Seq <= a.d.unsignedUntil && h.Get(audit.HeaderSig) == "" {
+		return false, nil // written before events were signed
 	}
 	if _, err := a.d.audit.VerifySignature(m.Subject, m.Data, h); err != nil {
 		m.Err = &audit.Break{Seq: m.Seq, Subject: m.Subject, Err: err}

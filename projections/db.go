@@ -54,8 +54,10 @@ type DB struct {
 	// maintained row by row).
 	bulkIndexes []string
 
-	// audit verifies signatures of held events on release (projections/custody.go).
-	audit *audit.Keyring
+	// audit verifies signatures of held events on release, except unsigned
+	// ones up to unsignedUntil (projections/custody.go).
+	audit         *audit.Keyring
+	unsignedUntil uint64
 
 	mu    sync.Mutex
 	stmts map[string]*sql.Stmt // prepared statements of the writer

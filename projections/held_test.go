@@ -275,3 +275,54 @@ func TestRejectionReleasesInItsOwnTransaction(t *testing.T) {
 		t.Fatalf("status: %+v %v", s, err)
 	}
 }
+
+// A stream written before events were signed (VAULT_AUDIT_UNSIGNED_UNTIL):
+// a tree held at an event this build cannot decode, with unsigned events
+// kept behind it, is released by a newer build that verifies, the unsigned
+// events up to the limit applied as the projector applies them; an unsigned
+// kept event past the limit stays held.
+func TestReleaseAcceptsLegacyUnsignedEvents(t *testing.T) {
+	ctx := context.Background()
+	keys, err := audit.ParseKeyring(audit.NewKeySpec("k1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed := &events.Sealed{Alg: "AES-256-GCM", Nonce: []byte("nonce-012345"), Ciphertext: []byte("ciphertext-bytes")}
+	created := events.CredentialCreated{AuthType: "bearer", HeaderNames: []string{}, Secret: sealed}
+	msgs := []projections.Msg{
+		hdMsg(t, 1, events.Record{Meta: events.Meta{AggregateID: apSrvA, ServerID: apSrvA, Owner: apAlice}, Event: events.ServerCreated{
+			ServerAttrs: events.ServerAttrs{Name: "A", ServerLabel: "a", ServerURL: "https://a.example.com", RequireApproval: "always", Metadata: map[string]string{}}}}),
+		hdMsg(t, 2, events.Record{Meta: events.Meta{AggregateID: apC1, ServerID: apSrvA, Owner: apAlice}, Event: created}),
+		hdFuture(3, apSrvA, apC2), // held from here
+		hdMsg(t, 4, events.Record{Meta: events.Meta{AggregateID: apC1, ServerID: apSrvA, Owner: apAlice}, Event: events.CredentialRevoked{}}),
+		hdMsg(t, 5, events.Record{Meta: events.Meta{AggregateID: apC4, ServerID: apSrvA, Owner: apAlice}, Event: created}),
+	}
+	for _, until := range []uint64{5, 4} {
+		d := apOpen(t)
+		if _, err := d.Apply(ctx, msgs); err != nil {
+			t.Fatal(err)
+		}
+		d.VerifyWith(keys, until)
+		restore := hdUpgrade()
+		r, err := d.Release(ctx)
+		restore()
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := d.View()
+		if c1, err := v.GetCredential(ctx, apAlice, apSrvA, apC1); err != nil || c1.RevokedAt == nil {
+			t.Fatalf("until %d: the kept unsigned revoke at 4 was not applied: %+v %v", until, c1, err)
+		}
+		holds, err := d.Holds(ctx)
+		switch until {
+		case 5:
+			if err != nil || !slices.Equal(r.Released, []string{apSrvA}) || len(holds) != 0 {
+				t.Fatalf("until 5: released %v, holds %+v %v", r.Released, holds, err)
+			}
+		case 4:
+			if err != nil || len(r.Released) != 0 || len(holds) != 1 || holds[0].Seq != 5 || !strings.Contains(holds[0].Reason, "not signed") {
+				t.Fatalf("until 4: released %v, holds %+v %v", r.Released, holds, err)
+			}
+		}
+	}
+}

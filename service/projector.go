@@ -99,7 +99,7 @@ func (p *Projector) Run(ctx context.Context) error {
 	p.Log.Info("projector running", "read_model", p.ReadModelPath, "stream", p.Stream)
 	p.shredWake = make(chan struct{}, 1)
 	p.announce = make(chan struct{}, 1)
-	db.VerifyWith(p.AuditKeys)
+	db.VerifyWith(p.AuditKeys, p.UnsignedUntil)
 	// Events held by an older build are applied first, if this one knows them.
 	if rel, err := db.Release(ctx); err != nil {
 		p.Log.Error("applying held events failed; they stay held", "err", err)

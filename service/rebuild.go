@@ -96,7 +96,7 @@ func (r *Rebuild) build(ctx context.Context, st *eventstore.Store, path string) 
 	// Verify as the projector does: signatures while decoding, and each
 	// signed event's chain link while applying (a replayed or reordered
 	// copy holds its tree until an operator rejects it).
-	db.VerifyWith(r.AuditKeys)
+	db.VerifyWith(r.AuditKeys, r.UnsignedUntil)
 	batch := r.BatchSize
 	if batch <= 0 {
 		batch = 5000
