@@ -35,6 +35,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	voi "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
 )
 
 // Header names carried by every signed message.
@@ -55,6 +57,8 @@ type Keyring struct {
 	active string
 	priv   ed25519.PrivateKey
 	pub    map[string]ed25519.PublicKey
+	// expanded holds the public keys precomputed for VerifyAll's batches.
+	expanded map[string]*voi.ExpandedPublicKey
 }
 
 // ParseKeyring parses VAULT_AUDIT_KEYS: "kid:base64(32-byte seed),…".
@@ -93,6 +97,7 @@ func parse(spec string, private bool, what string) (*Keyring, error) {
 			kr.pub[kid] = ed25519.PublicKey(raw)
 		}
 	}
+	kr.expand()
 	return kr, nil
 }
 

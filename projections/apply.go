@@ -156,6 +156,9 @@ func (d *DB) Apply(ctx context.Context, msgs []Msg) (Applied, error) {
 	if err != nil {
 		return Applied{}, err
 	}
+	if err := a.loadHeads(msgs); err != nil { // projections/custody.go
+		return Applied{}, err
+	}
 	for i := range msgs {
 		m := &msgs[i]
 		if m.Seq <= out.LastSeq {
@@ -268,7 +271,7 @@ var applyStatements = []string{selectLastSeq, insertServer, insertCred, bumpTree
 	existsServer, selectCred, selectTreeCreds, deleteCreds, deleteServer, deleteCred, insertShred,
 	selectHeldTrees, insertHold, insertHeldEvent, selectHeldEvents, deleteHeldUpTo, updateHold, deleteHold,
 	upsertExpiryNotice, deleteOwnerCreds, deleteOwnerServers, insertRejection, updateHeldHeader, selectRejection,
-	selectHead, upsertHead, insertBreak, selectBreak} // the last ten: projections/custody.go
+	selectHead, selectHeads, upsertHead, insertBreak, selectBreak} // the last eleven: projections/custody.go
 
 // applier applies the messages of one transaction. The newest sequence per
 // server tree is written once per transaction, not once per event, and

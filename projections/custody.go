@@ -95,6 +95,7 @@ const (
 	updateHeldHeader   = "UPDATE held_events SET header = ? WHERE seq = ?"
 	selectRejection    = "SELECT body_sha256 FROM audit_rejections WHERE seq = ?"
 	selectHead         = "SELECT head FROM audit_heads WHERE subject = ?"
+	selectHeads        = "SELECT subject, head FROM audit_heads WHERE subject IN (SELECT value FROM json_each(?))"
 	insertBreak        = "INSERT OR IGNORE INTO audit_breaks (seq, problem) VALUES (?, ?)"
 	selectBreak        = "SELECT problem FROM audit_breaks WHERE seq = ?"
 	upsertHead         = "INSERT INTO audit_heads (subject, head) VALUES (?, ?) ON CONFLICT(subject) DO UPDATE SET head = excluded.head"
@@ -173,6 +174,45 @@ func (a *applier) checkChain(m *Msg) error {
 	return nil
 }
 
+// loadHeads reads, in one query, the chain heads of the subjects of msgs
+// that this transaction has not read yet ("" for a subject without one),
+// so that checkChain need not ask per message.
+func (a *applier) loadHeads(msgs []Msg) error {
+	if a.d.audit == nil {
+		return nil
+	}
+	if a.heads == nil {
+		a.heads = make(map[string]string, len(msgs))
+	}
+	var subjects []string
+	for i := range msgs {
+		if _, ok := a.heads[msgs[i].Subject]; !ok {
+			a.heads[msgs[i].Subject] = ""
+			subjects = append(subjects, msgs[i].Subject)
+		}
+	}
+	if len(subjects) == 0 {
+		return nil
+	}
+	list, err := json.Marshal(subjects)
+	if err != nil {
+		return err
+	}
+	rows, err := a.query(selectHeads, list)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var subject, head string
+		if err := rows.Scan(&subject, &head); err != nil {
+			return err
+		}
+		a.heads[subject] = head
+	}
+	return rows.Err()
+}
+
 // noteBreak remembers that a held message did not verify, so that Release
 // never applies it unless an operator rejects it.
 func (a *applier) noteBreak(m *Msg) error {
@@ -186,6 +226,9 @@ func (a *applier) noteBreak(m *Msg) error {
 // finishHeads writes the chain heads moved in this transaction.
 func (a *applier) finishHeads() error {
 	for subject, head := range a.heads {
+		if head == "" {
+			continue // loaded, no message of it applied
+		}
 		if err := a.exec(upsertHead, subject, head); err != nil {
 			return err
 		}

@@ -252,19 +252,31 @@ func Decode(msgs []eventstore.Msg) []projections.Msg { return DecodeVerified(msg
 // with keys (nil: no check): a message that does not verify gets the break as
 // its Err, so Apply holds its tree (projections.DB.Release releases it once
 // the sequence is rejected). Verifying here keeps the Ed25519 work off the
-// apply path, in the decoding goroutines.
+// apply path, in the decoding goroutines, each half's signatures in one
+// batch verification (audit.Keyring.VerifyAll).
 // Unsigned messages up to unsignedUntil (a legacy stream) are not checked.
 func DecodeVerified(msgs []eventstore.Msg, keys *audit.Keyring, unsignedUntil uint64) []projections.Msg {
 	out := make([]projections.Msg, len(msgs))
 	decode := func(lo, hi int) {
+		var (
+			check  []int
+			signed []audit.Signed
+		)
 		for i := lo; i < hi; i++ {
 			out[i] = projections.Decode(msgs[i].Seq, msgs[i].Subject, msgs[i].Data)
 			out[i].Header = msgs[i].Header
 			legacy := msgs[i].Seq <= unsignedUntil && msgs[i].Header.Get(audit.HeaderSig) == ""
 			if keys != nil && out[i].Err == nil && !legacy {
-				if _, err := keys.VerifySignature(msgs[i].Subject, msgs[i].Data, msgs[i].Header); err != nil {
-					out[i].Err = &audit.Break{Seq: msgs[i].Seq, Subject: msgs[i].Subject, Err: err}
-				}
+				check = append(check, i)
+				signed = append(signed, audit.Signed{Subject: msgs[i].Subject, Body: msgs[i].Data, Header: msgs[i].Header})
+			}
+		}
+		if len(check) == 0 {
+			return
+		}
+		for j, err := range keys.VerifyAll(signed) {
+			if i := check[j]; err != nil {
+				out[i].Err = &audit.Break{Seq: msgs[i].Seq, Subject: msgs[i].Subject, Err: err}
 			}
 		}
 	}

@@ -29,7 +29,9 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 func projectorCatchup(ctx context.Context, natsURL, path string, total uint64) (time.Duration, error) {
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	p := &service.Projector{NATSURL: natsURL, Stream: "VAULT", ReadModelPath: path, Log: quiet}
+	// Verifying every event's signature and chain link, as a deployed
+	// projector does (the stream is signed with benchAudit).
+	p := &service.Projector{NATSURL: natsURL, Stream: "VAULT", ReadModelPath: path, Log: quiet, AuditKeys: benchAudit}
 	start := time.Now()
 	done := make(chan error, 1)
 	go func() { done <- p.Run(pctx) }()
@@ -68,7 +70,7 @@ func projectorCatchup(ctx context.Context, natsURL, path string, total uint64) (
 // the rebuild logs it.
 func rebuild(ctx context.Context, natsURL, path string) (total, replay time.Duration, err error) {
 	var logs syncBuf
-	r := &service.Rebuild{NATSURL: natsURL, Stream: "VAULT", ReadModelPath: path,
+	r := &service.Rebuild{NATSURL: natsURL, Stream: "VAULT", ReadModelPath: path, AuditKeys: benchAudit,
 		Log: slog.New(slog.NewJSONHandler(&logs, nil)), Progress: io.Discard}
 	start := time.Now()
 	if err := r.Run(ctx); err != nil {
