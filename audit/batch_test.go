@@ -26,38 +26,27 @@ func TestVerifyAllAgreesWithVerifySignature(t *testing.T) {
 		body := []byte(fmt.Sprintf(`{"id":"evt-%d","type":"mcp.credential.created","data":{}}`, i))
 		return audit.Signed{Subject: subject, Body: body, Header: audit.MapHeader(kr.Sign(subject, body, audit.FirstLink))}
 	}
-	forge := map[string]func(audit.Signed) audit.Signed{
-		"unsigned": func(m audit.Signed) audit.Signed { m.Header = audit.MapHeader{}; return m },
-		"unknown key": func(m audit.Signed) audit.Signed {
+	// withHeader returns m with header k set to what set makes of its value.
+	withHeader := func(k string, set func(string) string) func(audit.Signed) audit.Signed {
+		return func(m audit.Signed) audit.Signed {
 			h := maps.Clone(m.Header.(audit.MapHeader))
-			h[audit.HeaderKID] = "k9"
+			h[k] = set(h[k])
 			m.Header = h
 			return m
-		},
+		}
+	}
+	forge := map[string]func(audit.Signed) audit.Signed{
+		"unsigned":    func(m audit.Signed) audit.Signed { m.Header = audit.MapHeader{}; return m },
+		"unknown key": withHeader(audit.HeaderKID, func(string) string { return "k9" }),
 		"signed by another key of the same id": func(m audit.Signed) audit.Signed {
 			m.Header = audit.MapHeader(other.Sign(m.Subject, m.Body, audit.FirstLink))
 			return m
 		},
-		"body changed":    func(m audit.Signed) audit.Signed { m.Body = append(m.Body[:len(m.Body):len(m.Body)], ' '); return m },
-		"subject changed": func(m audit.Signed) audit.Signed { m.Subject += "x"; return m },
-		"chain link added": func(m audit.Signed) audit.Signed {
-			h := maps.Clone(m.Header.(audit.MapHeader))
-			h[audit.HeaderChain] = "1:00"
-			m.Header = h
-			return m
-		},
-		"signature not base64": func(m audit.Signed) audit.Signed {
-			h := maps.Clone(m.Header.(audit.MapHeader))
-			h[audit.HeaderSig] = "!" + h[audit.HeaderSig][1:]
-			m.Header = h
-			return m
-		},
-		"signature cut short": func(m audit.Signed) audit.Signed {
-			h := maps.Clone(m.Header.(audit.MapHeader))
-			h[audit.HeaderSig] = h[audit.HeaderSig][:40]
-			m.Header = h
-			return m
-		},
+		"body changed":         func(m audit.Signed) audit.Signed { m.Body = append(m.Body[:len(m.Body):len(m.Body)], ' '); return m },
+		"subject changed":      func(m audit.Signed) audit.Signed { m.Subject += "x"; return m },
+		"chain link added":     withHeader(audit.HeaderChain, func(string) string { return "1:00" }),
+		"signature not base64": withHeader(audit.HeaderSig, func(v string) string { return "!" + v[1:] }),
+		"signature cut short":  withHeader(audit.HeaderSig, func(v string) string { return v[:40] }),
 	}
 	check := func(name string, msgs []audit.Signed, wantBad int) {
 		t.Helper()

@@ -271,7 +271,7 @@ var applyStatements = []string{selectLastSeq, insertServer, insertCred, bumpTree
 	existsServer, selectCred, selectTreeCreds, deleteCreds, deleteServer, deleteCred, insertShred,
 	selectHeldTrees, insertHold, insertHeldEvent, selectHeldEvents, deleteHeldUpTo, updateHold, deleteHold,
 	upsertExpiryNotice, deleteOwnerCreds, deleteOwnerServers, insertRejection, updateHeldHeader, selectRejection,
-	selectHead, selectHeads, upsertHead, insertBreak, selectBreak} // the last eleven: projections/custody.go
+	selectHead, selectHeads, upsertHeads, insertBreak, selectBreak} // the last eleven: projections/custody.go
 
 // applier applies the messages of one transaction. The newest sequence per
 // server tree is written once per transaction, not once per event, and
@@ -288,8 +288,13 @@ type applier struct {
 	heads    map[string]string
 }
 
+// newApplier runs its statements without ctx's cancellation: go-sqlite3
+// runs each statement executed under a cancellable context in a goroutine
+// of its own and waits for it, a hand-over per insert that the decoding
+// goroutines delay. A cancelled ctx still ends the transaction (BeginTx),
+// and a batch's statements are short.
 func (d *DB) newApplier(ctx context.Context, tx *sql.Tx) *applier {
-	return &applier{ctx: ctx, tx: tx, d: d, stmts: map[string]*sql.Stmt{}, trees: map[string]uint64{}, servers: map[string]bool{}}
+	return &applier{ctx: context.WithoutCancel(ctx), tx: tx, d: d, stmts: map[string]*sql.Stmt{}, trees: map[string]uint64{}, servers: map[string]bool{}}
 }
 
 // stmt returns the writer's prepared statement for query, bound to the

@@ -98,7 +98,7 @@ const (
 	selectHeads        = "SELECT subject, head FROM audit_heads WHERE subject IN (SELECT value FROM json_each(?))"
 	insertBreak        = "INSERT OR IGNORE INTO audit_breaks (seq, problem) VALUES (?, ?)"
 	selectBreak        = "SELECT problem FROM audit_breaks WHERE seq = ?"
-	upsertHead         = "INSERT INTO audit_heads (subject, head) VALUES (?, ?) ON CONFLICT(subject) DO UPDATE SET head = excluded.head"
+	upsertHeads        = "INSERT INTO audit_heads (subject, head) SELECT key, value FROM json_each(?) WHERE true ON CONFLICT(subject) DO UPDATE SET head = excluded.head"
 )
 
 // applyCustody applies the expiry and erasure events.
@@ -223,17 +223,24 @@ func (a *applier) noteBreak(m *Msg) error {
 	return a.exec(insertBreak, m.Seq, b.Err.Error())
 }
 
-// finishHeads writes the chain heads moved in this transaction.
+// finishHeads writes the chain heads moved in this transaction, in one
+// statement (a batch's thousand subjects in one call into SQLite, not a
+// thousand).
 func (a *applier) finishHeads() error {
+	heads := make(map[string]string, len(a.heads))
 	for subject, head := range a.heads {
-		if head == "" {
-			continue // loaded, no message of it applied
-		}
-		if err := a.exec(upsertHead, subject, head); err != nil {
-			return err
+		if head != "" { // "": loaded, no message of it applied
+			heads[subject] = head
 		}
 	}
-	return nil
+	if len(heads) == 0 {
+		return nil
+	}
+	list, err := json.Marshal(heads)
+	if err != nil {
+		return err
+	}
+	return a.exec(upsertHeads, list)
 }
 
 // keepHeader stores the headers of a kept message beside it.

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"fmt"
 	"io/fs"
+	"maps"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -341,4 +342,63 @@ func TestCredentialsWithoutStoredObjects(t *testing.T) {
 		t.Fatalf("%d rows without an object after a writer opened the file (want the unreadable one): %v", missing, err)
 	}
 	check(r) // stored
+}
+
+// A read model made before audit_heads was keyed by its subject (0008)
+// keeps every chain head: the projector then checks the next link of each
+// subject against the head it had.
+func TestAuditHeadsMigrationKeepsHeads(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "rm.sqlite")
+	raw, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.SetMaxOpenConns(1)
+	before := fstest.MapFS{}
+	names, _ := fs.Glob(migrations, "migrations/*.sql")
+	for _, n := range names {
+		if n < "migrations/0008" {
+			b, _ := migrations.ReadFile(n)
+			before[n] = &fstest.MapFile{Data: b}
+		}
+	}
+	if err := (&DB{sql: raw}).migrateFrom(ctx, before); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for i := range 300 {
+		subject, head := fmt.Sprintf("vault.mcp_srv_%03d.server", i), fmt.Sprintf("%064x", i*7919)
+		want[subject] = head
+		if _, err := raw.Exec("INSERT INTO audit_heads (subject, head) VALUES (?, ?)", subject, head); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw.Close()
+
+	d, err := Open(ctx, path, Writer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	got := map[string]string{}
+	rows, err := d.sql.Query("SELECT subject, head FROM audit_heads")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var s, h string
+		if err := rows.Scan(&s, &h); err != nil {
+			t.Fatal(err)
+		}
+		got[s] = h
+	}
+	if !maps.Equal(got, want) {
+		t.Fatalf("heads after the migration: %d of %d kept", len(got), len(want))
+	}
+	var sqlText string
+	if err := d.sql.QueryRow("SELECT sql FROM sqlite_schema WHERE name = 'audit_heads'").Scan(&sqlText); err != nil || !strings.Contains(sqlText, "WITHOUT ROWID") {
+		t.Fatalf("audit_heads after the migration: %q %v", sqlText, err)
+	}
 }
