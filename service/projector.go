@@ -250,8 +250,8 @@ func Decode(msgs []eventstore.Msg) []projections.Msg { return DecodeVerified(msg
 
 // DecodeVerified is Decode that also checks each message's audit signature
 // with keys (nil: no check): a message that does not verify gets the break as
-// its Err, so Apply holds its tree (projections.DB.Release releases it once
-// the sequence is rejected). Verifying here keeps the Ed25519 work off the
+// its Err, so Apply holds its tree (the Apply that applies an operator's
+// rejection of that sequence releases it). Verifying here keeps the Ed25519 work off the
 // apply path, in the decoding goroutines, each half's signatures in one
 // batch verification (audit.Keyring.VerifyAll).
 // Unsigned messages up to unsignedUntil (a legacy stream) are not checked.
