@@ -114,8 +114,8 @@ func leaderFault(t *testing.T, name string, fault func(*cluster.Node) error) {
 	}
 	// A create needs the leaders of the event stream, the keys stream and
 	// the idempotency bucket. JetStream elects each one's Raft group on its
-	// own (4–9 s apart at random), so writes can resume only once every one
-	// the faulted node led has a new leader.
+	// own, each after its own random 4–9 s timeout, so writes can resume
+	// only once every one the faulted node led has a new leader.
 	var led []string
 	for _, stream := range writePath {
 		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
