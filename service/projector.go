@@ -38,7 +38,9 @@ type Projector struct {
 	Replicas      int // stream replicas when the vault creates them (default 1)
 	ReadModelPath string
 	Log           *slog.Logger
-	// BatchSize is the most events applied in one transaction (default 1000).
+	// BatchSize is the most events applied in one transaction (default
+	// DefaultBatchSize). A live tail commits what has arrived, so only a
+	// backlog fills a batch.
 	BatchSize int
 	// NoShred records due destructions but does not perform them (the
 	// shredder and the sweep do not run).
@@ -72,6 +74,13 @@ type Projector struct {
 	announced atomic.Uint64
 	announce  chan struct{}
 }
+
+// DefaultBatchSize is the most events the projector applies in one
+// transaction when catching up. A commit's cost grows with the pages it
+// writes, not with its rows: with 5,000 events a commit instead of 1,000
+// the catch-up of 100,000 signed events ran at 26,600–26,800 events/s
+// instead of 19,100 (docs/benchmarks.md).
+const DefaultBatchSize = 5000
 
 // Run projects until ctx ends. It reconnects and resumes by itself.
 func (p *Projector) Run(ctx context.Context) error {
@@ -168,7 +177,7 @@ func (p *Projector) follow(ctx context.Context, st *eventstore.Store, db *projec
 func (p *Projector) pipeline(ctx context.Context, st *eventstore.Store, db *projections.DB, start uint64, progressed func()) error {
 	limit := p.BatchSize
 	if limit <= 0 {
-		limit = 1000
+		limit = DefaultBatchSize
 	}
 	return applyStream(ctx, st, db, p.AuditKeys, p.UnsignedUntil, start, limit, func(applied projections.Applied) bool {
 		if len(applied.Released) > 0 {
