@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -83,4 +84,14 @@ func procName(pid int) string {
 		return "?"
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// processCPU is the CPU time (user + system) the bench process has used so
+// far, all its threads included.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

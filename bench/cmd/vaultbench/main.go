@@ -33,6 +33,7 @@ import (
 
 	"github.com/mcpvault/vault/bench/loadgen"
 	"github.com/mcpvault/vault/eventstore"
+	"github.com/mcpvault/vault/service"
 )
 
 type config struct {
@@ -721,32 +722,49 @@ func (b *bench) catchup(ctx context.Context, name string, n int, projector bool,
 		}
 		var ferr error
 		path := profilePrefix + "-" + what + ".cpu.prof"
-		if err := profiled(path, func() { ferr = f() }); err != nil {
+		tpath := profilePrefix + "-" + what + ".trace"
+		// And an execution trace: where the goroutines wait
+		// (go tool trace -pprof=sched).
+		if err := profiled(path, func() {
+			if err := traced(tpath, func() { ferr = f() }); err != nil && ferr == nil {
+				ferr = err
+			}
+		}); err != nil {
 			return err
 		}
-		b.logf("  profile: %s", path)
+		b.logf("  profile: %s, trace: %s", path, tpath)
 		return ferr
 	}
 	if projector {
 		var took time.Duration
+		cpu0 := processCPU()
 		if err := withProfile("projector", func() (err error) {
 			took, err = projectorCatchup(ctx, url, filepath.Join(dir, "projector.sqlite"), total)
 			return err
 		}); err != nil {
 			return err
 		}
+		// The bench process holds the NATS server and the projector: the
+		// cores it kept busy say whether the catch-up is bound by the CPU.
+		pcpu := processCPU() - cpu0
 		eps := float64(total) / took.Seconds()
-		b.logf("  projector (service.Projector): %d events in %.2fs = %.0f events/s", total, took.Seconds(), eps)
-		rawTook, err := rawFile(ctx, filepath.Join(dir, "raw.sqlite"), rows, 1000)
+		b.logf("  projector (service.Projector): %d events in %.2fs = %.0f events/s; CPU (NATS server and projector) %.2fs = %.2f cores, %.0f µs an event",
+			total, took.Seconds(), eps, pcpu.Seconds(), pcpu.Seconds()/took.Seconds(), float64(pcpu.Microseconds())/float64(total))
+		// As many rows per transaction as the projector applies at most.
+		cpu0 = processCPU()
+		rawTook, err := rawFile(ctx, filepath.Join(dir, "raw.sqlite"), rows, service.DefaultBatchSize)
 		if err != nil {
 			return err
 		}
+		rcpu := processCPU() - cpu0
 		rps := float64(len(rows)) / rawTook.Seconds()
-		b.logf("  raw go-sqlite3 file insert, 1000 rows/tx: %.2fs = %.0f rows/s", rawTook.Seconds(), rps)
+		b.logf("  raw go-sqlite3 file insert, %d rows/tx: %.2fs = %.0f rows/s; CPU %.2fs = %.2f cores",
+			service.DefaultBatchSize, rawTook.Seconds(), rps, rcpu.Seconds(), rcpu.Seconds()/rawTook.Seconds())
 		b.fig("projector_catchup_eps", eps, "events/s")
 		b.fig("raw_sqlite_file_rps", rps, "rows/s")
 		st := b.goal("r_proj", eps/rps, "ratio", ">= 0.8", 0.8, false)
-		b.runs["catchup"] = map[string]any{"events": total, "projector_s": took.Seconds(), "raw_file_s": rawTook.Seconds()}
+		b.runs["catchup"] = map[string]any{"events": total, "projector_s": took.Seconds(), "raw_file_s": rawTook.Seconds(),
+			"projector_cpu_s": pcpu.Seconds(), "raw_file_cpu_s": rcpu.Seconds()}
 		b.rows = append(b.rows, row{fmt.Sprintf("projector catch-up, %d events into an empty read model", total),
 			fmt.Sprintf("%.0f events/s (%.1fs)", eps, took.Seconds()),
 			fmt.Sprintf("raw insert, WAL file, %.0f rows/s (%.1fs)", rps, rawTook.Seconds()),
