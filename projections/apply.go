@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mcpvault/vault/audit"
 	"github.com/mcpvault/vault/domain"
 	"github.com/mcpvault/vault/events"
 )
@@ -41,12 +42,15 @@ type Msg struct {
 	Header map[string][]string
 	// row is the row a create writes, mapped by Decode (off the apply path).
 	row []any
+	// head is audit.Head of the message, hashed by Decode (off the apply
+	// path); "" when the message was not made by Decode.
+	head string
 }
 
 // Decode decodes one stored message. It touches no database, so the caller
 // can decode the next batch while Apply commits the current one.
 func Decode(seq uint64, subject string, data []byte) Msg {
-	m := Msg{Seq: seq, Subject: subject, Data: data}
+	m := Msg{Seq: seq, Subject: subject, Data: data, head: audit.Head(seq, data)}
 	r, ok := fastDecode(data)
 	var err error
 	if !ok {

@@ -9,6 +9,7 @@ import (
 	"net/textproto"
 	"time"
 
+	"github.com/mcpvault/vault/apijson"
 	"github.com/mcpvault/vault/audit"
 	"github.com/mcpvault/vault/domain"
 
@@ -155,7 +156,11 @@ func (a *applier) checkChain(m *Msg) error {
 			return err
 		}
 	}
-	a.heads[m.Subject] = audit.Head(m.Seq, m.Data)
+	head := m.head
+	if head == "" {
+		head = audit.Head(m.Seq, m.Data)
+	}
+	a.heads[m.Subject] = head
 	h := msgHeader(m.Header)
 	if m.Err != nil || h.Get(audit.HeaderSig) == "" || !audit.Chained(m.Type) {
 		return nil
@@ -194,10 +199,17 @@ func (a *applier) loadHeads(msgs []Msg) error {
 	if len(subjects) == 0 {
 		return nil
 	}
-	list, err := json.Marshal(subjects)
-	if err != nil {
-		return err
+	// Appended, not json.Marshal'd: this runs on the apply goroutine, once
+	// per batch of thousands of subjects.
+	list := make([]byte, 0, len(subjects)*(len(subjects[0])+3)+2)
+	list = append(list, '[')
+	for i, s := range subjects {
+		if i > 0 {
+			list = append(list, ',')
+		}
+		list = apijson.AppendString(list, s)
 	}
+	list = append(list, ']')
 	rows, err := a.query(selectHeads, list)
 	if err != nil {
 		return err
@@ -227,19 +239,27 @@ func (a *applier) noteBreak(m *Msg) error {
 // statement (a batch's thousand subjects in one call into SQLite, not a
 // thousand).
 func (a *applier) finishHeads() error {
-	heads := make(map[string]string, len(a.heads))
+	// A JSON object appended by hand, not a map json.Marshal'd (which sorts
+	// the keys): this runs on the apply goroutine, once per batch.
+	var list []byte
 	for subject, head := range a.heads {
-		if head != "" { // "": loaded, no message of it applied
-			heads[subject] = head
+		if head == "" { // loaded, no message of it applied
+			continue
 		}
+		if list == nil {
+			list = make([]byte, 0, len(a.heads)*(len(subject)+len(head)+6)+2)
+			list = append(list, '{')
+		} else {
+			list = append(list, ',')
+		}
+		list = apijson.AppendString(list, subject)
+		list = append(list, ':')
+		list = apijson.AppendString(list, head)
 	}
-	if len(heads) == 0 {
+	if list == nil {
 		return nil
 	}
-	list, err := json.Marshal(heads)
-	if err != nil {
-		return err
-	}
+	list = append(list, '}')
 	return a.exec(upsertHeads, list)
 }
 
