@@ -160,7 +160,7 @@ func rawInsert(ctx context.Context, db *sql.DB, rows []dbRow, batch int) (time.D
 	// Without the context's cancellation, as the projector's applier runs:
 	// go-sqlite3 runs each statement under a cancellable context in a
 	// goroutine of its own and waits for it, which a plain insert loop
-	// would not pay (before 2026-11-30 22:45 the baseline paid it).
+	// would not pay (before 2026-11-30 21:57 the baseline paid it).
 	ctx = context.WithoutCancel(ctx)
 	start := time.Now()
 	for lo := 0; lo < len(rows); lo += batch {
