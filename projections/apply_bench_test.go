@@ -75,4 +75,9 @@ func BenchmarkApplyCreates(b *testing.B) {
 			b.Fatalf("applied to %d, want %d", a.LastSeq, seq)
 		}
 	}
+	b.StopTimer()
+	// Every chain link checked out: nothing was held instead of applied.
+	if s, err := d.Status(ctx); err != nil || len(s.Holds) != 0 {
+		b.Fatalf("status: %+v %v", s, err)
+	}
 }

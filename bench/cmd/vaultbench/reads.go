@@ -1,12 +1,10 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -68,9 +66,7 @@ type openRound struct {
 // medianRound is the round whose p99 is the median (the lower one of an
 // even count).
 func medianRound(rounds []openRound) openRound {
-	sorted := slices.Clone(rounds)
-	slices.SortFunc(sorted, func(a, b openRound) int { return cmp.Compare(a.res.P99Ms, b.res.P99Ms) })
-	return sorted[(len(sorted)-1)/2]
+	return medianBy(rounds, func(r openRound) float64 { return r.res.P99Ms })
 }
 
 // readSeries measures op at a fixed concurrency (its maximum rate), then,
