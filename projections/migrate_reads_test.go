@@ -148,22 +148,7 @@ func TestMigrationsRecordedByName(t *testing.T) {
 func TestCredentialDocMigrationRendersExistingRows(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "rm.sqlite")
-	raw, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL")
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw.SetMaxOpenConns(1)
-	before := fstest.MapFS{}
-	names, _ := fs.Glob(migrations, "migrations/*.sql")
-	for _, n := range names {
-		if n < "migrations/0006" {
-			b, _ := migrations.ReadFile(n)
-			before[n] = &fstest.MapFile{Data: b}
-		}
-	}
-	if err := (&DB{sql: raw}).migrateFrom(ctx, before); err != nil {
-		t.Fatal(err)
-	}
+	raw := migratedBefore(t, path, "0006")
 	owner := events.Owner{Account: "acct", User: "u<&>"}
 	srv := "mcp_srv_0196a1b2c3d4e5f60718293a4b5c6d01"
 	created := events.NewTime(time.Date(2026, 11, 30, 12, 0, 0, 123456789, time.UTC))
@@ -350,22 +335,7 @@ func TestCredentialsWithoutStoredObjects(t *testing.T) {
 func TestAuditHeadsMigrationKeepsHeads(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "rm.sqlite")
-	raw, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL")
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw.SetMaxOpenConns(1)
-	before := fstest.MapFS{}
-	names, _ := fs.Glob(migrations, "migrations/*.sql")
-	for _, n := range names {
-		if n < "migrations/0008" {
-			b, _ := migrations.ReadFile(n)
-			before[n] = &fstest.MapFile{Data: b}
-		}
-	}
-	if err := (&DB{sql: raw}).migrateFrom(ctx, before); err != nil {
-		t.Fatal(err)
-	}
+	raw := migratedBefore(t, path, "0008")
 	want := map[string]string{}
 	for i := range 300 {
 		subject, head := fmt.Sprintf("vault.mcp_srv_%03d.server", i), fmt.Sprintf("%064x", i*7919)
@@ -401,4 +371,27 @@ func TestAuditHeadsMigrationKeepsHeads(t *testing.T) {
 	if err := d.sql.QueryRow("SELECT sql FROM sqlite_schema WHERE name = 'audit_heads'").Scan(&sqlText); err != nil || !strings.Contains(sqlText, "WITHOUT ROWID") {
 		t.Fatalf("audit_heads after the migration: %q %v", sqlText, err)
 	}
+}
+
+// migratedBefore opens a new read model at path with every migration before
+// the one named (a file an older build made), on one raw connection.
+func migratedBefore(t *testing.T, path, migration string) *sql.DB {
+	t.Helper()
+	raw, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.SetMaxOpenConns(1)
+	before := fstest.MapFS{}
+	names, _ := fs.Glob(migrations, "migrations/*.sql")
+	for _, n := range names {
+		if n < "migrations/"+migration {
+			b, _ := migrations.ReadFile(n)
+			before[n] = &fstest.MapFile{Data: b}
+		}
+	}
+	if err := (&DB{sql: raw}).migrateFrom(context.Background(), before); err != nil {
+		t.Fatal(err)
+	}
+	return raw
 }
