@@ -181,13 +181,7 @@ func TestCredentialDocMigrationRendersExistingRows(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	raw.Close()
-
-	d, err := Open(ctx, path, Writer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := upgraded(t, raw, path)
 	v := d.View()
 	var want []byte // every credential's object rendered from its columns, newest first
 	for i := n - 1; i >= 0; i-- {
@@ -333,7 +327,6 @@ func TestCredentialsWithoutStoredObjects(t *testing.T) {
 // keeps every chain head: the projector then checks the next link of each
 // subject against the head it had.
 func TestAuditHeadsMigrationKeepsHeads(t *testing.T) {
-	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "rm.sqlite")
 	raw := migratedBefore(t, path, "0008")
 	want := map[string]string{}
@@ -344,13 +337,7 @@ func TestAuditHeadsMigrationKeepsHeads(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	raw.Close()
-
-	d, err := Open(ctx, path, Writer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
+	d := upgraded(t, raw, path)
 	got := map[string]string{}
 	rows, err := d.sql.Query("SELECT subject, head FROM audit_heads")
 	if err != nil {
@@ -394,4 +381,17 @@ func migratedBefore(t *testing.T, path, migration string) *sql.DB {
 		t.Fatal(err)
 	}
 	return raw
+}
+
+// upgraded closes the older build's connection and opens the file as this
+// build's writer does (running the migrations since).
+func upgraded(t *testing.T, raw *sql.DB, path string) *DB {
+	t.Helper()
+	raw.Close()
+	d, err := Open(context.Background(), path, Writer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { d.Close() })
+	return d
 }
