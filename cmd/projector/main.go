@@ -11,17 +11,8 @@ import (
 	"syscall"
 
 	"github.com/mcpvault/vault/cmd/internal/config"
-	"github.com/mcpvault/vault/internal/gogc"
 	"github.com/mcpvault/vault/service"
 )
-
-// gcPercent is the projector's GC target unless GOGC is set. A catch-up
-// decodes batches of thousands of events, short-lived, at a high rate: at
-// 400 the catch-up of 100,000 signed events took 8 % less time and 9 % less
-// CPU than at Go's default, in each of four alternating pairs
-// (docs/benchmarks.md, "Runs of 2026-11-30 21:44–22:20 UTC"). The live heap
-// is a few batches, so the heap stays within ~150 MB.
-const gcPercent = 400
 
 const usage = `usage: projector [rebuild]
 
@@ -46,7 +37,6 @@ func main() {
 		fmt.Fprintf(os.Stderr, "projector: unexpected arguments %q\n%s", os.Args[1:], usage)
 		os.Exit(2)
 	}
-	gogc.SetDefault(gcPercent)
 	if err := run(os.Args[1:]); err != nil {
 		fmt.Fprintln(os.Stderr, "projector:", err)
 		os.Exit(1)

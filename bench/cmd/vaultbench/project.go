@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -31,11 +29,6 @@ var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 func projectorCatchup(ctx context.Context, natsURL, path string, total uint64) (time.Duration, error) {
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// The GC target of the deployed projector (cmd/projector) and NATS
-	// server processes, unless GOGC says otherwise.
-	if _, set := os.LookupEnv("GOGC"); !set {
-		defer debug.SetGCPercent(debug.SetGCPercent(400))
-	}
 	// Verifying every event's signature and chain link, as a deployed
 	// projector does (the stream is signed with benchAudit).
 	p := &service.Projector{NATSURL: natsURL, Stream: "VAULT", ReadModelPath: path, Log: quiet, AuditKeys: benchAudit}
