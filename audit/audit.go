@@ -236,21 +236,30 @@ func (m MapHeader) Get(k string) string { return m[k] }
 // VerifySignature checks the signature of body as stored on subject and
 // returns the chain value it was signed with ("" when unchained).
 func (k *Keyring) VerifySignature(subject string, body []byte, h Header) (string, error) {
-	kid, sig64 := h.Get(HeaderKID), h.Get(HeaderSig)
-	if kid == "" || sig64 == "" {
-		return "", ErrUnsigned
-	}
-	pub, ok := k.pub[kid]
-	if !ok {
-		return "", ErrUnknownKey
-	}
-	sig, err := base64.StdEncoding.DecodeString(sig64)
-	if err != nil || len(sig) != ed25519.SignatureSize {
-		return "", ErrSignature
+	kid, sig, err := k.signature(h)
+	if err != nil {
+		return "", err
 	}
 	chain := h.Get(HeaderChain)
-	if !ed25519.Verify(pub, message(subject, chain, body), sig) {
+	if !ed25519.Verify(k.pub[kid], message(subject, chain, body), sig) {
 		return "", ErrSignature
 	}
 	return chain, nil
+}
+
+// signature reads the key id and signature of h, a key of this keyring's
+// (VerifySignature and VerifyAll check the same things in the same order).
+func (k *Keyring) signature(h Header) (kid string, sig []byte, err error) {
+	kid, sig64 := h.Get(HeaderKID), h.Get(HeaderSig)
+	if kid == "" || sig64 == "" {
+		return "", nil, ErrUnsigned
+	}
+	if _, ok := k.pub[kid]; !ok {
+		return "", nil, ErrUnknownKey
+	}
+	sig, err = base64.StdEncoding.DecodeString(sig64)
+	if err != nil || len(sig) != ed25519.SignatureSize {
+		return "", nil, ErrSignature
+	}
+	return kid, sig, nil
 }

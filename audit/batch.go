@@ -2,7 +2,6 @@ package audit
 
 import (
 	"crypto/ed25519"
-	"encoding/base64"
 
 	voi "github.com/oasisprotocol/curve25519-voi/primitives/ed25519"
 )
@@ -35,32 +34,25 @@ func (k *Keyring) VerifyAll(msgs []Signed) []error {
 	errs := make([]error, len(msgs))
 	type entry struct {
 		i   int
-		pub *voi.ExpandedPublicKey
+		kid string
 		msg []byte
 		sig []byte
 	}
 	entries := make([]entry, 0, len(msgs))
 	for i, m := range msgs {
-		kid, sig64 := m.Header.Get(HeaderKID), m.Header.Get(HeaderSig)
-		if kid == "" || sig64 == "" {
-			errs[i] = ErrUnsigned
-			continue
+		kid, sig, err := k.signature(m.Header)
+		switch {
+		case err != nil:
+			errs[i] = err
+		case k.expanded[kid] == nil:
+			errs[i] = ErrSignature // not a point: nothing verifies
+		default:
+			entries = append(entries, entry{i, kid, message(m.Subject, m.Header.Get(HeaderChain), m.Body), sig})
 		}
-		pub, ok := k.expanded[kid]
-		if !ok {
-			errs[i] = ErrUnknownKey
-			continue
-		}
-		sig, err := base64.StdEncoding.DecodeString(sig64)
-		if err != nil || len(sig) != ed25519.SignatureSize || pub == nil {
-			errs[i] = ErrSignature // pub nil: not a point, nothing verifies
-			continue
-		}
-		entries = append(entries, entry{i, pub, message(m.Subject, m.Header.Get(HeaderChain), m.Body), sig})
 	}
 	if len(entries) < minBatch {
 		for _, e := range entries {
-			if !ed25519.Verify(k.pub[msgs[e.i].Header.Get(HeaderKID)], e.msg, e.sig) {
+			if !ed25519.Verify(k.pub[e.kid], e.msg, e.sig) {
 				errs[e.i] = ErrSignature
 			}
 		}
@@ -68,7 +60,7 @@ func (k *Keyring) VerifyAll(msgs []Signed) []error {
 	}
 	bv := voi.NewBatchVerifierWithCapacity(len(entries))
 	for _, e := range entries {
-		bv.AddExpanded(e.pub, e.msg, e.sig)
+		bv.AddExpanded(k.expanded[e.kid], e.msg, e.sig)
 	}
 	if all, valid := bv.Verify(nil); !all {
 		for j, e := range entries {
