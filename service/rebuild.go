@@ -30,7 +30,8 @@ type Rebuild struct {
 	// Progress receives a progress bar when it is a terminal, else plain
 	// log lines every few seconds.
 	Progress io.Writer
-	// BatchSize is the number of events per transaction (default 5000).
+	// BatchSize is the number of events per transaction (default
+	// DefaultBatchSize, as the projector catching up).
 	BatchSize int
 	// AuditKeys verifies every event's signature as the projector does,
 	// except unsigned ones up to UnsignedUntil.
@@ -99,7 +100,7 @@ func (r *Rebuild) build(ctx context.Context, st *eventstore.Store, path string) 
 	db.VerifyWith(r.AuditKeys, r.UnsignedUntil)
 	batch := r.BatchSize
 	if batch <= 0 {
-		batch = 5000
+		batch = DefaultBatchSize
 	}
 	prog := r.progress(int64(total))
 	start := time.Now()
