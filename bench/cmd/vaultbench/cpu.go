@@ -5,7 +5,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -89,9 +88,6 @@ func procName(pid int) string {
 // processCPU is the CPU time (user + system) the bench process has used so
 // far, all its threads included.
 func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	_, cpu, _ := procStat(os.Getpid())
+	return cpu
 }
