@@ -721,9 +721,12 @@ func (b *bench) catchup(ctx context.Context, name string, n int, projector bool,
 	if n >= 1000000 {
 		label = fmt.Sprintf("%dm", n/1000000)
 	}
-	withProfile := func(what string, f func() error) error {
+	// profiledRound runs f, an extra round that is not counted, under the
+	// CPU profiler and the execution tracer; without BENCH_PROFILE, not at
+	// all.
+	profiledRound := func(what string, f func() error) error {
 		if !b.cfg.Profile {
-			return f()
+			return nil
 		}
 		var ferr error
 		path := profilePrefix + "-" + what + ".cpu.prof"
@@ -742,32 +745,27 @@ func (b *bench) catchup(ctx context.Context, name string, n int, projector bool,
 	}
 	// Rounds, each ours and its baseline one after the other, so that a
 	// drift of the shared host's speed lands on both: the figures are the
-	// round whose ratio is the median. A profiled run is an extra round,
-	// not counted (the profiler slows it).
+	// round whose ratio is the median. A profiled run is an extra round
+	// before them, not counted (the profiler slows it).
 	rounds := b.cfg.CatchupRounds
 	if n >= 1000000 {
 		rounds = 1
 	}
 	if projector {
+		if err := profiledRound("projector", func() error {
+			took, err := projectorCatchup(ctx, url, filepath.Join(dir, "projector-profiled.sqlite"), total)
+			b.logf("  profiled projector catch-up (not counted): %.2fs", took.Seconds())
+			return err
+		}); err != nil {
+			return err
+		}
 		var rs []catchupRound
-		for i := -1; i < rounds; i++ {
-			if i < 0 && !b.cfg.Profile {
-				continue
-			}
+		for i := range rounds {
 			var c catchupRound
 			cpu0 := processCPU()
-			run := func() (err error) {
-				c.took, err = projectorCatchup(ctx, url, filepath.Join(dir, fmt.Sprintf("projector-%d.sqlite", i+1)), total)
-				return err
-			}
-			if i < 0 {
-				if err := withProfile("projector", run); err != nil {
-					return err
-				}
-				b.logf("  profiled projector catch-up (not counted): %.2fs", c.took.Seconds())
-				continue
-			}
-			if err := run(); err != nil {
+			var err error
+			c.took, err = projectorCatchup(ctx, url, filepath.Join(dir, fmt.Sprintf("projector-%d.sqlite", i+1)), total)
+			if err != nil {
 				return err
 			}
 			// The bench process holds the NATS server and the projector:
@@ -776,7 +774,6 @@ func (b *bench) catchup(ctx context.Context, name string, n int, projector bool,
 			c.cpu = processCPU() - cpu0
 			// As many rows per transaction as the projector applies at most.
 			cpu0 = processCPU()
-			var err error
 			c.raw, err = rawFile(ctx, filepath.Join(dir, fmt.Sprintf("raw-%d.sqlite", i)), rows, service.DefaultBatchSize)
 			if err != nil {
 				return err
@@ -804,27 +801,21 @@ func (b *bench) catchup(ctx context.Context, name string, n int, projector bool,
 			fmt.Sprintf("raw insert, WAL file, %.0f rows/s (%.1fs)", m.rps, m.raw.Seconds()),
 			fmt.Sprintf("R_proj %.2f", m.eps/m.rps), "R_proj ≥ 0.8", st})
 	}
+	if err := profiledRound("rebuild-"+label, func() error {
+		took, _, err := rebuild(ctx, url, filepath.Join(dir, "rebuilt-profiled.sqlite"))
+		b.logf("  profiled rebuild (not counted): %.2fs", took.Seconds())
+		return err
+	}); err != nil {
+		return err
+	}
 	var rb []rebuildRound
-	for i := -1; i < rounds; i++ {
-		if i < 0 && !b.cfg.Profile {
-			continue
-		}
+	for i := range rounds {
 		var r rebuildRound
-		run := func() (err error) {
-			r.total, r.replay, err = rebuild(ctx, url, filepath.Join(dir, fmt.Sprintf("rebuilt-%d.sqlite", i+1)))
-			return err
-		}
-		if i < 0 {
-			if err := withProfile("rebuild-"+label, run); err != nil {
-				return err
-			}
-			b.logf("  profiled rebuild (not counted): %.2fs", r.total.Seconds())
-			continue
-		}
-		if err := run(); err != nil {
-			return err
-		}
 		var err error
+		r.total, r.replay, err = rebuild(ctx, url, filepath.Join(dir, fmt.Sprintf("rebuilt-%d.sqlite", i+1)))
+		if err != nil {
+			return err
+		}
 		r.mem, err = rawMemory(ctx, filepath.Join(dir, "schema.sqlite"), rows, 1000)
 		if err != nil {
 			return err
