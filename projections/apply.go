@@ -146,7 +146,7 @@ func (d *DB) Apply(ctx context.Context, msgs []Msg) (Applied, error) {
 		out.LastSeq = last
 		return out, err
 	}
-	tx, err := d.sql.BeginTx(ctx, nil)
+	tx, err := d.beginWrite(ctx)
 	if err != nil {
 		return Applied{}, err
 	}

@@ -144,10 +144,10 @@ func renderDocs(ctx context.Context, tx *sql.Tx, missing bool) (rendered, skippe
 // meanwhile.
 func (d *DB) renderMissingDocs(ctx context.Context) (int, error) {
 	var any bool
-	if err := d.sql.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM credentials WHERE doc IS NULL)").Scan(&any); err != nil || !any {
+	if err := d.db().QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM credentials WHERE doc IS NULL)").Scan(&any); err != nil || !any {
 		return 0, err
 	}
-	tx, err := d.sql.BeginTx(ctx, nil)
+	tx, err := d.beginWrite(ctx)
 	if err != nil {
 		return 0, err
 	}

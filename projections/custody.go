@@ -19,7 +19,7 @@ import (
 // CredentialBinding returns the server and owner of a live credential (what
 // its data key's wrapping is bound to), for re-wrapping keys.
 func (d *DB) CredentialBinding(ctx context.Context, id string) (serverID string, owner events.Owner, err error) {
-	err = d.sql.QueryRowContext(ctx, "SELECT server_id, account, user FROM credentials WHERE id = ?", id).
+	err = d.db().QueryRowContext(ctx, "SELECT server_id, account, user FROM credentials WHERE id = ?", id).
 		Scan(&serverID, &owner.Account, &owner.User)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound
@@ -29,7 +29,7 @@ func (d *DB) CredentialBinding(ctx context.Context, id string) (serverID string,
 
 // OwnerServers lists the ids of an owner's servers.
 func (d *DB) OwnerServers(ctx context.Context, o events.Owner) ([]string, error) {
-	rows, err := d.sql.QueryContext(ctx, "SELECT id FROM servers WHERE owner = +? ORDER BY id", o.Key())
+	rows, err := d.db().QueryContext(ctx, "SELECT id FROM servers WHERE owner = +? ORDER BY id", o.Key())
 	if err != nil {
 		return nil, err
 	}
@@ -61,7 +61,7 @@ type Expiring struct {
 // soonest first, at most limit.
 func (d *DB) ExpiryDue(ctx context.Context, now time.Time, lead, horizon time.Duration, limit int) ([]Expiring, error) {
 	nowS := events.NewTime(now).String()
-	rows, err := d.sql.QueryContext(ctx, `SELECT c.id, c.server_id, c.account, c.user, c.expires_at, COALESCE(x.notice, 0)
+	rows, err := d.db().QueryContext(ctx, `SELECT c.id, c.server_id, c.account, c.user, c.expires_at, COALESCE(x.notice, 0)
 		FROM credentials c LEFT JOIN credential_expiry x ON x.id = c.id
 		WHERE c.expires_at IS NOT NULL AND c.revoked_at IS NULL AND c.expires_at > ? AND c.expires_at <= ?
 		  AND COALESCE(x.notice, 0) < CASE WHEN c.expires_at <= ? THEN 2 ELSE 1 END

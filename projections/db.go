@@ -44,9 +44,14 @@ const (
 
 // DB is a handle on the read model file.
 type DB struct {
-	sql  *sql.DB
-	path string
+	sql  *sql.DB // the writer's connection, or the reader's first pool
+	path string  // the read model path (the live path; see generation.go)
 	mode Mode
+	// file is the file d has open (path, or the generation it links to).
+	file os.FileInfo
+	// reader is a Reader's current pool: a new one when the file moved
+	// (readerDB).
+	reader readerState
 	// instance is the file's instance id (see InstanceID).
 	instance string
 	// bulkIndexes are the secondary indexes a Bulk DB dropped at Open and
@@ -109,15 +114,8 @@ func Open(ctx context.Context, path string, mode Mode) (*DB, error) {
 	}
 }
 
-func open(ctx context.Context, path string, mode Mode) (*DB, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, err
-	}
-	// Create the file owner-only before SQLite does (0644); its -wal and -shm
-	// files take the database file's permissions.
-	if f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
-		f.Close()
-	}
+// dsnParams are the connection parameters of a mode.
+func dsnParams(mode Mode) url.Values {
 	q := url.Values{}
 	q.Set("_busy_timeout", "10000")
 	q.Set("_journal_mode", "WAL")
@@ -133,29 +131,58 @@ func open(ctx context.Context, path string, mode Mode) (*DB, error) {
 		q.Set("_journal_mode", "OFF")
 		q.Set("_locking_mode", "EXCLUSIVE")
 	}
-	dsn := "file:" + path + "?" + q.Encode()
-	db, err := sql.Open("sqlite3", dsn)
+	return q
+}
+
+// readerDSN are the parameters of a Reader's query-only pool.
+func readerDSN() url.Values {
+	q := dsnParams(Reader)
+	q.Set("_query_only", "on")
+	q.Del("_txlock")
+	// Each read connection keeps its prepared statements (reads repeat a
+	// few dozen query texts).
+	q.Set("_stmt_cache_size", "64")
+	return q
+}
+
+func open(ctx context.Context, path string, mode Mode) (*DB, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	// The file path names, or the generation it links to: every connection
+	// of this DB opens that one file, even if a rebuild publishes another
+	// meanwhile (Moved tells).
+	file, err := resolve(path)
 	if err != nil {
 		return nil, err
 	}
-	d := &DB{sql: db, path: path, mode: mode}
+	// Create the file owner-only before SQLite does (0644); its -wal and -shm
+	// files take the database file's permissions.
+	if f, err := os.OpenFile(file, os.O_RDWR|os.O_CREATE, 0o600); err == nil {
+		f.Close()
+	}
+	fi, err := os.Stat(file)
+	if err != nil {
+		return nil, err
+	}
+	db, err := sql.Open("sqlite3", "file:"+file+"?"+dsnParams(mode).Encode())
+	if err != nil {
+		return nil, err
+	}
+	d := &DB{sql: db, path: path, mode: mode, file: fi}
 	if err := d.migrateRetry(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
 	if mode == Reader {
 		db.Close()
-		q.Set("_query_only", "on")
-		q.Del("_txlock")
-		// Each read connection keeps its prepared statements (reads repeat
-		// a few dozen query texts).
-		q.Set("_stmt_cache_size", "64")
-		if db, err = sql.Open("sqlite3", "file:"+path+"?"+q.Encode()); err != nil {
+		if db, err = sql.Open("sqlite3", "file:"+file+"?"+readerDSN().Encode()); err != nil {
 			return nil, err
 		}
 		db.SetMaxOpenConns(8)
 		db.SetMaxIdleConns(8)
 		d.sql = db
+		d.reader.cur.Store(&readerPool{db: db, file: fi})
 	} else {
 		db.SetMaxOpenConns(1)
 	}
@@ -214,6 +241,9 @@ func (d *DB) Close() error {
 			return err
 		}
 	}
+	if d.mode == Reader {
+		return d.reader.cur.Load().db.Close()
+	}
 	return d.sql.Close()
 }
 
@@ -247,7 +277,7 @@ func (d *DB) dropIndexes(ctx context.Context) error {
 }
 
 // SQL exposes the handle for tests and benchmarks in this module.
-func (d *DB) SQL() *sql.DB { return d.sql }
+func (d *DB) SQL() *sql.DB { return d.db() }
 
 // migrateRetry runs migrate, retrying while the file is busy: when two
 // processes open a new file at once (vault run starts the API and the
@@ -402,7 +432,7 @@ func applyMigration(ctx context.Context, conn *sql.Conn, fsys fs.FS, name string
 // applied (eventstore.Store.LastSeq is the newest one in the stream).
 func (d *DB) AppliedSeq(ctx context.Context) (uint64, error) {
 	var seq uint64
-	err := d.sql.QueryRowContext(ctx, "SELECT last_seq FROM projector_state WHERE id = 1").Scan(&seq)
+	err := d.db().QueryRowContext(ctx, appliedQuery).Scan(&seq)
 	return seq, err
 }
 

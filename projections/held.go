@@ -35,7 +35,7 @@ func (d *DB) Release(ctx context.Context) (Applied, error) {
 }
 
 func (d *DB) release(ctx context.Context, tree string) (bool, []string, error) {
-	tx, err := d.sql.BeginTx(ctx, nil)
+	tx, err := d.beginWrite(ctx)
 	if err != nil {
 		return false, nil, err
 	}
@@ -117,7 +117,7 @@ func (a *applier) releaseTree(tree string) (progressed, released bool, err error
 
 // Holds lists the held server trees, oldest hold first.
 func (d *DB) Holds(ctx context.Context) ([]Hold, error) {
-	rows, err := d.sql.QueryContext(ctx, `SELECT h.server_id, h.seq, h.event_type, h.event_version, h.reason,
+	rows, err := d.db().QueryContext(ctx, `SELECT h.server_id, h.seq, h.event_type, h.event_version, h.reason,
 		(SELECT count(*) FROM held_events e WHERE e.server_id = h.server_id)
 		FROM held_aggregates h ORDER BY h.seq`)
 	if err != nil {

@@ -2,7 +2,6 @@ package projections
 
 import (
 	"context"
-	"database/sql"
 )
 
 // InstanceID is the read model file's random id (read_model_instance): the
@@ -17,9 +16,13 @@ func loadInstanceID(ctx context.Context, q querier) (string, error) {
 	return id, err
 }
 
-// setInstanceID gives the file the instance id id (used by ReplaceContents,
-// so a swapped-in rebuild keeps the live file's id).
-func setInstanceID(ctx context.Context, db *sql.DB, id string) error {
-	_, err := db.ExecContext(ctx, "UPDATE read_model_instance SET instance_id = ? WHERE id = 1", id)
-	return err
+// SetInstanceID gives a rebuild's generation the live file's instance id
+// (generation.go), so the API and the projector moving to it keep naming
+// their applied notifications alike.
+func (d *DB) SetInstanceID(ctx context.Context, id string) error {
+	if _, err := d.sql.ExecContext(ctx, "UPDATE read_model_instance SET instance_id = ? WHERE id = 1", id); err != nil {
+		return err
+	}
+	d.instance = id
+	return nil
 }

@@ -14,7 +14,7 @@ type PendingShred struct {
 
 // PendingShreds returns up to limit due destructions, oldest first.
 func (d *DB) PendingShreds(ctx context.Context, limit int) ([]PendingShred, error) {
-	rows, err := d.sql.QueryContext(ctx,
+	rows, err := d.db().QueryContext(ctx,
 		"SELECT credential_id, seq, attempts FROM pending_shreds ORDER BY seq, credential_id LIMIT ?", limit)
 	if err != nil {
 		return nil, err
@@ -37,7 +37,7 @@ func (d *DB) ShredsDone(ctx context.Context, done []string, failed map[string]st
 	if len(done) == 0 && len(failed) == 0 {
 		return nil
 	}
-	tx, err := d.sql.BeginTx(ctx, nil)
+	tx, err := d.beginWrite(ctx)
 	if err != nil {
 		return err
 	}
@@ -59,7 +59,7 @@ func (d *DB) ShredsDone(ctx context.Context, done []string, failed map[string]st
 // RecordShreds records destructions that are due (e.g. found by a sweep), so
 // they survive a crash like those the projection records.
 func (d *DB) RecordShreds(ctx context.Context, seq uint64, ids []string) error {
-	tx, err := d.sql.BeginTx(ctx, nil)
+	tx, err := d.beginWrite(ctx)
 	if err != nil {
 		return err
 	}
@@ -89,7 +89,7 @@ func (d *DB) Status(ctx context.Context) (Status, error) {
 	if s.Holds, err = d.Holds(ctx); err != nil {
 		return s, err
 	}
-	err = d.sql.QueryRowContext(ctx, "SELECT count(*) FROM pending_shreds").Scan(&s.PendingShreds)
+	err = d.db().QueryRowContext(ctx, "SELECT count(*) FROM pending_shreds").Scan(&s.PendingShreds)
 	return s, err
 }
 
@@ -118,7 +118,7 @@ func (d *DB) CredentialStates(ctx context.Context, ids []string) (map[string]Cre
 			out[id] = CredentialAbsent
 		}
 		q := "SELECT id, revoked_at IS NOT NULL FROM credentials WHERE id IN (?" + strings.Repeat(",?", len(chunk)-1) + ")"
-		rows, err := d.sql.QueryContext(ctx, q, args...)
+		rows, err := d.db().QueryContext(ctx, q, args...)
 		if err != nil {
 			return nil, err
 		}
@@ -146,6 +146,6 @@ func (d *DB) CredentialStates(ctx context.Context, ids []string) (map[string]Cre
 // IsHeld reports whether the server tree is held.
 func (d *DB) IsHeld(ctx context.Context, serverID string) (bool, error) {
 	var n int
-	err := d.sql.QueryRowContext(ctx, "SELECT count(*) FROM held_aggregates WHERE server_id = ?", serverID).Scan(&n)
+	err := d.db().QueryRowContext(ctx, "SELECT count(*) FROM held_aggregates WHERE server_id = ?", serverID).Scan(&n)
 	return n > 0, err
 }

@@ -23,11 +23,11 @@ type querier interface {
 type View struct{ q querier }
 
 // View returns a View over the DB, each query seeing the latest commit.
-func (d *DB) View() View { return View{q: d.sql} }
+func (d *DB) View() View { return View{q: d.db()} }
 
 // Snapshot runs fn on a View in which every query sees the same commit.
 func (d *DB) Snapshot(ctx context.Context, fn func(View) error) error {
-	tx, err := d.sql.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	tx, err := d.db().BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return err
 	}

@@ -82,13 +82,58 @@ type Projector struct {
 // instead of 19,100 (docs/benchmarks.md).
 const DefaultBatchSize = 5000
 
-// Run projects until ctx ends. It reconnects and resumes by itself.
+// Run projects until ctx ends. It reconnects and resumes by itself, and
+// opens the read model path again when a rebuild publishes a new file there.
 func (p *Projector) Run(ctx context.Context) error {
+	for {
+		err := p.run(ctx)
+		if !errors.Is(err, projections.ErrMoved) || ctx.Err() != nil {
+			return err
+		}
+		p.Log.Info("the read model path names a new file (a rebuild published it); opening it", "read_model", p.ReadModelPath)
+	}
+}
+
+// moveCheck is how often an idle projector looks whether a rebuild
+// published a new read model file (a batch looks at every commit).
+const moveCheck = 500 * time.Millisecond
+
+// run projects into the file the read model path names until ctx ends or
+// the path names another (projections.ErrMoved).
+func (p *Projector) run(parent context.Context) error {
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
 	db, err := projections.Open(ctx, p.ReadModelPath, projections.Writer)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
+	go func() {
+		t := time.NewTicker(moveCheck)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if db.Moved() {
+					cancel(projections.ErrMoved)
+					return
+				}
+			}
+		}
+	}()
+	if err := p.project(ctx, db); err != nil {
+		return err
+	}
+	if errors.Is(context.Cause(ctx), projections.ErrMoved) {
+		return projections.ErrMoved
+	}
+	return nil
+}
+
+// project projects into db until ctx ends.
+func (p *Projector) project(ctx context.Context, db *projections.DB) error {
 	nc, err := eventstore.Dial(p.NATSURL, "vault-projector", projectorAuth(p.NATSAuth, p.Log))
 	if err != nil {
 		return err
@@ -108,6 +153,7 @@ func (p *Projector) Run(ctx context.Context) error {
 	p.Log.Info("projector running", "read_model", p.ReadModelPath, "stream", p.Stream)
 	p.shredWake = make(chan struct{}, 1)
 	p.announce = make(chan struct{}, 1)
+	p.announced.Store(0) // a file opened again announces from its own sequence
 	db.VerifyWith(p.AuditKeys, p.UnsignedUntil)
 	// Events held by an older build are applied first, if this one knows them.
 	if rel, err := db.Release(ctx); err != nil {
@@ -158,6 +204,9 @@ func (p *Projector) follow(ctx context.Context, st *eventstore.Store, db *projec
 		err = p.pipeline(ctx, st, db, last+1, func() { backoff = 100 * time.Millisecond })
 		if ctx.Err() != nil {
 			return nil
+		}
+		if errors.Is(err, projections.ErrMoved) {
+			return err
 		}
 		if errors.Is(err, projections.ErrGap) {
 			p.Log.Info("resuming from the read model's sequence", "err", err)

@@ -2,8 +2,10 @@ package service
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"runtime/debug"
@@ -17,8 +19,9 @@ import (
 	"github.com/mcpvault/vault/projections"
 )
 
-// Rebuild replays the whole event stream into a new read model file while
-// the old one keeps serving, then swaps the new contents in atomically.
+// Rebuild replays the whole event stream into a new read model file (a
+// generation, next to the live one) while the old one keeps serving, then
+// makes the live path name it in one rename (projections.Publish).
 type Rebuild struct {
 	NATSURL string
 	// NATSAuth is the rebuild's NATS identity (role projector unless set).
@@ -39,8 +42,14 @@ type Rebuild struct {
 	UnsignedUntil uint64
 }
 
-// Run rebuilds and swaps. It returns the number of events applied.
+// oldGenerationGrace is how long the files of the generation a rebuild
+// replaced stay after the swap: a process that was opening the old file at
+// the rename has opened its -wal and -shm by then, and keeps them open.
+const oldGenerationGrace = 2 * time.Second
+
+// Run rebuilds and swaps.
 func (r *Rebuild) Run(ctx context.Context) error {
+	start := time.Now()
 	// A replay allocates short-lived decoded batches at a high rate and holds
 	// little (batches of BatchSize events): collect garbage a quarter as
 	// often as by default while it runs (the profiles showed ~10 % of its
@@ -61,26 +70,119 @@ func (r *Rebuild) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cannot open the event stream %s at %s: %w", r.Stream, eventstore.Redact(r.NATSURL), err)
 	}
-	tmp := fmt.Sprintf("%s.rebuild-%d", r.ReadModelPath, time.Now().UnixNano())
-	defer removeDB(tmp)
-	n, err := r.build(ctx, st, tmp)
+	gen := projections.GenerationPath(r.ReadModelPath)
+	published := false
+	defer func() {
+		if !published {
+			removeDB(gen)
+		}
+	}()
+	n, err := r.build(ctx, st, gen)
 	if err != nil {
 		return err
 	}
 	// Reopened as a writer: the bulk file was completed (indexes built) when
 	// build closed it.
-	db, err := projections.Open(ctx, tmp, projections.Writer)
+	swapStart := time.Now()
+	db, err := projections.Open(ctx, gen, projections.Writer)
 	if err != nil {
 		return err
 	}
 	defer db.Close()
-	swapStart := time.Now()
-	if err := db.ReplaceContents(ctx, r.ReadModelPath); err != nil {
+	db.VerifyWith(r.AuditKeys, r.UnsignedUntil)
+	old, caught, err := r.publish(ctx, st, db)
+	if err != nil {
 		return err
 	}
-	r.Log.Info("read model rebuilt and swapped in", "events", n, "path", r.ReadModelPath,
-		"swap_seconds", time.Since(swapStart).Seconds())
+	published = true
+	r.Log.Info("read model rebuilt and swapped in", "events", n+caught, "path", r.ReadModelPath,
+		"file", gen, "seconds", time.Since(start).Seconds(), "swap_seconds", time.Since(swapStart).Seconds(),
+		"caught_up_events", caught)
+	// The old generation's files go once no process can still be opening
+	// them (projections.RemoveLater).
+	projections.RemoveLater(old, oldGenerationGrace)
 	return nil
+}
+
+// publish makes the live path name the rebuilt file gen (projections.Publish)
+// once gen has applied at least what the live file has: first catching up
+// with the events the live projector applied meanwhile, then, within a batch
+// of it, under the live file's write lock, so that no read served from the
+// live path sees less after the swap than before it. It returns the old
+// generation's files and the events applied after the replay.
+func (r *Rebuild) publish(ctx context.Context, st *eventstore.Store, gen *projections.DB) (old []string, caught uint64, err error) {
+	if _, err := os.Lstat(r.ReadModelPath); errors.Is(err, fs.ErrNotExist) {
+		old, err := projections.Publish(gen.Path(), r.ReadModelPath)
+		return old, 0, err
+	}
+	live, err := projections.Open(ctx, r.ReadModelPath, projections.Writer)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer live.Close()
+	// The live file's instance id: the API and the projector moving to the
+	// new file keep naming their applied notifications alike.
+	if err := gen.SetInstanceID(ctx, live.InstanceID()); err != nil {
+		return nil, 0, err
+	}
+	replayed, err := gen.AppliedSeq(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	batch := r.batch()
+	for {
+		have, err := gen.AppliedSeq(ctx)
+		if err != nil {
+			return nil, 0, err
+		}
+		want, err := live.AppliedSeq(ctx)
+		if err != nil {
+			return nil, 0, err
+		}
+		if have+uint64(batch) < want {
+			if err := r.catchUp(ctx, st, gen, have, want); err != nil {
+				return nil, 0, err
+			}
+			continue
+		}
+		want, unlock, err := live.LockWrites(ctx)
+		if err != nil {
+			return nil, 0, err
+		}
+		if have < want {
+			err = r.catchUp(ctx, st, gen, have, want)
+		}
+		if err == nil {
+			old, err = projections.Publish(gen.Path(), r.ReadModelPath)
+		}
+		unlock()
+		if err != nil {
+			return nil, 0, err
+		}
+		have, err = gen.AppliedSeq(ctx)
+		return old, have - replayed, err
+	}
+}
+
+// catchUp applies the stream's events after have to gen until it has
+// applied want.
+func (r *Rebuild) catchUp(ctx context.Context, st *eventstore.Store, gen *projections.DB, have, want uint64) error {
+	var done uint64
+	err := applyStream(ctx, st, gen, r.AuditKeys, r.UnsignedUntil, have+1, r.batch(), func(a projections.Applied) bool {
+		done = a.LastSeq
+		return done >= want
+	})
+	if err == nil && done < want {
+		err = fmt.Errorf("catching up stopped at %d of %d", done, want)
+	}
+	return err
+}
+
+func (r *Rebuild) batch() int {
+	if r.BatchSize > 0 {
+		return r.BatchSize
+	}
+	return DefaultBatchSize
 }
 
 // Build replays the stream into a fresh file at path (relaxed durability; the
@@ -98,10 +200,7 @@ func (r *Rebuild) build(ctx context.Context, st *eventstore.Store, path string) 
 	// signed event's chain link while applying (a replayed or reordered
 	// copy holds its tree until an operator rejects it).
 	db.VerifyWith(r.AuditKeys, r.UnsignedUntil)
-	batch := r.BatchSize
-	if batch <= 0 {
-		batch = DefaultBatchSize
-	}
+	batch := r.batch()
 	prog := r.progress(int64(total))
 	start := time.Now()
 	var applied uint64
