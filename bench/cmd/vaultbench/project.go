@@ -66,25 +66,33 @@ func projectorCatchup(ctx context.Context, natsURL, path string, total uint64) (
 }
 
 // rebuild runs service.Rebuild (Bulk mode into a new file, then the atomic
-// swap into path) and returns the whole time and the replay part of it, as
-// the rebuild logs it.
+// swap into path) and returns the whole time until the new file serves and
+// the replay part of it, as the rebuild logs them (the removal of the old
+// generation's files, 2 s after the swap, is not counted).
 func rebuild(ctx context.Context, natsURL, path string) (total, replay time.Duration, err error) {
 	var logs syncBuf
 	r := &service.Rebuild{NATSURL: natsURL, Stream: "VAULT", ReadModelPath: path, AuditKeys: benchAudit,
 		Log: slog.New(slog.NewJSONHandler(&logs, nil)), Progress: io.Discard}
-	start := time.Now()
 	if err := r.Run(ctx); err != nil {
 		return 0, 0, err
 	}
-	total = time.Since(start)
 	for _, line := range strings.Split(logs.String(), "\n") {
 		var l struct {
 			Msg     string  `json:"msg"`
 			Seconds float64 `json:"seconds"`
 		}
-		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "replayed" {
-			replay = time.Duration(l.Seconds * float64(time.Second))
+		if json.Unmarshal([]byte(line), &l) != nil {
+			continue
 		}
+		switch l.Msg {
+		case "replayed":
+			replay = time.Duration(l.Seconds * float64(time.Second))
+		case "read model rebuilt and swapped in":
+			total = time.Duration(l.Seconds * float64(time.Second))
+		}
+	}
+	if total == 0 || replay == 0 {
+		return 0, 0, fmt.Errorf("the rebuild did not log its times:\n%s", logs.String())
 	}
 	return total, replay, nil
 }
