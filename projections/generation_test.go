@@ -147,6 +147,20 @@ func TestPublishedGenerationIsTakenByReadersAndWriters(t *testing.T) {
 	if got := genApplied(t, reader); got != uint64(len(recs)) {
 		t.Fatalf("reader after its file was removed: applied %d", got)
 	}
+
+	// A link an operator made to a file of their own is replaced, and that
+	// file is not given for deletion.
+	own := filepath.Join(dir, "elsewhere.sqlite")
+	genOpen(t, own, projections.Writer)
+	if err := os.Symlink(own, livePath+".tmp"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(livePath+".tmp", livePath); err != nil {
+		t.Fatal(err)
+	}
+	if old, err := projections.Publish(other.Path(), livePath); err != nil || len(old) != 0 {
+		t.Fatalf("publish over an operator's link: old files %v (%v), want none", old, err)
+	}
 }
 
 // waitApplied polls a reader until it has applied seq: a reader retries a
