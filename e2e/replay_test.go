@@ -211,6 +211,11 @@ func TestReplayRebuildsSameReadModel(t *testing.T) {
 	if failed.Load() > 0 {
 		t.Fatalf("reads failed during the rebuild: %v", firstFailure.Load())
 	}
+	// The projector, idle (no write since the rebuild started), finds the
+	// new file by itself (it looks every 0.5 s) and opens it.
+	vaulttest.Eventually(t, 5*time.Second, func() bool {
+		return strings.Contains(env.Logs.String(), "names a new file (a rebuild published it); opening it")
+	})
 	lcWaitCaughtUp(t, env, env.ReadModel)
 	lcSameText(t, "read model after operator rebuild", before, lcDump(t, env.ReadModel))
 	lcSameText(t, "API answers after operator rebuild", answers, lcAnswers(t, env, reads))
