@@ -49,8 +49,10 @@ type DB struct {
 	mode Mode
 	// file is the file d has open (path, or the generation it links to).
 	file os.FileInfo
+	// resolved is the file's path (path, or the generation it links to).
+	resolved string
 	// reader is a Reader's current pool: a new one when the file moved
-	// (readerDB).
+	// (DB.db).
 	reader readerState
 	// instance is the file's instance id (see InstanceID).
 	instance string
@@ -138,6 +140,9 @@ func dsnParams(mode Mode) url.Values {
 func readerDSN() url.Values {
 	q := dsnParams(Reader)
 	q.Set("_query_only", "on")
+	// Read-only: a pool left on a deleted generation gets errors, not a new
+	// empty file (generation.go).
+	q.Set("mode", "ro")
 	q.Del("_txlock")
 	// Each read connection keeps its prepared statements (reads repeat a
 	// few dozen query texts).
@@ -169,7 +174,7 @@ func open(ctx context.Context, path string, mode Mode) (*DB, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &DB{sql: db, path: path, mode: mode, file: fi}
+	d := &DB{sql: db, path: path, mode: mode, file: fi, resolved: file}
 	if err := d.migrateRetry(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -242,6 +247,9 @@ func (d *DB) Close() error {
 		}
 	}
 	if d.mode == Reader {
+		d.reader.switching.Lock() // not while a move opens a pool
+		defer d.reader.switching.Unlock()
+		d.reader.closed = true
 		return d.reader.cur.Load().db.Close()
 	}
 	return d.sql.Close()

@@ -19,14 +19,16 @@ import (
 // (GenerationPath) and publishes it by making the live path a symbolic link
 // to it, in one rename (Publish): the swap costs the same for 100 or
 // 1,000,000 events. Before, the rebuild copied every page into the live
-// file through its WAL and checkpointed them again (25 s for 1,000,000
-// events, docs/benchmarks.md). SQLite resolves the link, so the new file's
-// -wal and -shm are named after it, and whatever opens the live path (the
-// API, the projector, the sqlite3 shell) opens the new file. Processes that
-// have the old file open notice it by Moved and open the live path again:
-// the projector before each announcement and each batch, the API's read
-// pool before each query (only once the new file has applied at least as
-// much as the old one, so that no read goes back in time).
+// file through its WAL and checkpointed them again (19 s of a 24 s swap for
+// 1,000,000 events, docs/benchmarks.md). SQLite resolves the link (any
+// SQLite since 3.x does unless opened with SQLITE_OPEN_NOFOLLOW), so the new
+// file's -wal and -shm are named after it, and whatever opens the live path
+// (the API, the projector, the sqlite3 shell) opens the new file. Processes
+// that have the old file open notice it by Moved and open the live path
+// again: the projector at each write transaction (under its write lock)
+// and every 0.5 s when idle, the API's read pool before each query (only
+// once the new file has applied at least as much as the old one, so that
+// no read goes back in time).
 
 // GenerationPath returns a new file name for a generation of the read
 // model at live, in the same directory.
@@ -75,17 +77,90 @@ func Publish(gen, live string) ([]string, error) {
 		os.Remove(tmp)
 		return nil, err
 	}
-	// The rename is durable once the directory is.
+	syncDir(dir) // the rename is durable once the directory is
+	return old, nil
+}
+
+// PublishFirst makes live a link to gen when live does not exist yet, or
+// fails with an error matching fs.ErrExist (a process made the file
+// meanwhile): then Publish, under that file's write lock.
+func PublishFirst(gen, live string) error {
+	if filepath.Dir(gen) != filepath.Dir(live) {
+		return errors.New("projections: a generation must be in the live file's directory")
+	}
+	if err := os.Symlink(filepath.Base(gen), live); err != nil {
+		return err
+	}
+	syncDir(filepath.Dir(live))
+	return nil
+}
+
+// SweepGenerations removes the files a rebuild killed before it finished
+// left next to live: generations (with their -wal and -shm) the live path
+// does not name, and link files not renamed yet, unchanged for olderThan
+// (a rebuild at work changes its file all the time). It returns what it
+// removed.
+func SweepGenerations(live string, olderThan time.Duration) []string {
+	dir, base := filepath.Dir(live), filepath.Base(live)
+	current := ""
+	if target, err := os.Readlink(live); err == nil {
+		current = filepath.Base(target)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var removed []string
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasPrefix(name, base+".gen-") && !strings.HasPrefix(name, base+".link-") {
+			continue
+		}
+		if current != "" && strings.TrimSuffix(strings.TrimSuffix(name, "-wal"), "-shm") == current {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil || time.Since(fi.ModTime()) < olderThan {
+			continue
+		}
+		if os.Remove(filepath.Join(dir, name)) == nil {
+			removed = append(removed, name)
+		}
+	}
+	return removed
+}
+
+// syncDir makes the directory's entries (a rename, a new file) durable.
+func syncDir(dir string) {
 	if d, err := os.Open(dir); err == nil {
 		d.Sync()
 		d.Close()
 	}
-	return old, nil
 }
 
-// RemoveLater removes files after grace: a process that opened the old
-// file just before the rename has opened its -wal by then (a connection
-// opens it while it opens the file), and keeps it open after the removal.
+// MakeDurable readies a generation for publishing: its file, written
+// without fsync in Bulk mode, is synced, and each later commit syncs its
+// WAL (synchronous=FULL), so that a crash after the rename cannot leave the
+// live path naming a file with pages missing.
+func (d *DB) MakeDurable(ctx context.Context) error {
+	f, err := os.OpenFile(d.resolved, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	f.Close()
+	if err != nil {
+		return err
+	}
+	_, err = d.sql.ExecContext(ctx, "PRAGMA synchronous=FULL")
+	return err
+}
+
+// RemoveLater removes files after grace: a process that was opening the
+// old file at the rename has opened its -wal and -shm by then (go-sqlite3
+// opens them as it connects, when it sets journal_mode=WAL), and keeps
+// them open after the removal; readers open files read-only, so a pool left
+// on the old file gets errors, not a new empty file, once they are gone.
 func RemoveLater(files []string, grace time.Duration) {
 	time.Sleep(grace)
 	for _, f := range files {
@@ -98,7 +173,8 @@ func RemoveLater(files []string, grace time.Duration) {
 type readerState struct {
 	cur       atomic.Pointer[readerPool]
 	switching sync.Mutex
-	failedAt  atomic.Int64 // UnixNano of the last move that could not be made
+	closed    bool // Close ran (guarded by switching)
+	failedAt  atomic.Int64 // UnixNano of the last refusal of another read model
 }
 
 // readerPool is a query-only pool on one file.
@@ -107,8 +183,8 @@ type readerPool struct {
 	file os.FileInfo
 }
 
-// moveRetry is how often a reader tries a moved file again while that file
-// has applied less than the one it reads (or cannot be opened).
+// moveRetry is how often a reader looks again at a moved file that is
+// another read model (another instance id).
 const moveRetry = 100 * time.Millisecond
 
 // oldPoolGrace is how long a reader's previous pool stays open after a
@@ -143,6 +219,9 @@ func (d *DB) move(p *readerPool) *sql.DB {
 	}
 	d.reader.switching.Lock()
 	defer d.reader.switching.Unlock()
+	if d.reader.closed {
+		return p.db
+	}
 	if cur := d.reader.cur.Load(); cur != p {
 		return cur.db // moved meanwhile
 	}
@@ -150,8 +229,7 @@ func (d *DB) move(p *readerPool) *sql.DB {
 	defer cancel()
 	db, fi, err := reopenReader(d.path)
 	if err != nil {
-		d.reader.failedAt.Store(time.Now().UnixNano())
-		return p.db
+		return p.db // tried again at the next query
 	}
 	var had, has uint64
 	var instance string
@@ -164,7 +242,14 @@ func (d *DB) move(p *readerPool) *sql.DB {
 	}
 	if err != nil || has < had || instance != d.instance {
 		db.Close()
-		d.reader.failedAt.Store(time.Now().UnixNano())
+		if err == nil && instance != d.instance {
+			// Another read model (made again from scratch): not taken,
+			// looked at again after moveRetry.
+			d.reader.failedAt.Store(time.Now().UnixNano())
+		}
+		// Behind, or an error: tried again at the next query. A rebuild
+		// publishes a file that has applied at least what the old one had,
+		// so this lasts until the projector has caught it up, if at all.
 		return p.db
 	}
 	d.reader.cur.Store(&readerPool{db: db, file: fi})

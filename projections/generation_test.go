@@ -3,8 +3,10 @@ package projections_test
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -174,4 +176,110 @@ func waitApplied(tb testing.TB, d *projections.DB, seq uint64) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	tb.Fatalf("reader applied %d, want %d", genApplied(tb, d), seq)
+}
+
+// The projector's write that waits for the write lock a rebuild holds while
+// it publishes is refused once the lock is released (ErrMoved), and writes
+// nothing to the old file: no write lands in a file the live path no longer
+// names, so the projector never announces a sequence only the old file has.
+func TestWriteWaitingForThePublishIsRefused(t *testing.T) {
+	ctx := context.Background()
+	recs := apStream()
+	livePath := filepath.Join(t.TempDir(), "readmodel.sqlite")
+	projector := genOpen(t, livePath, projections.Writer)
+	apApply(t, projector, recs[:6])
+	rebuild := genOpen(t, livePath, projections.Writer) // the rebuild's handle on the live file
+	gen := genOpen(t, projections.GenerationPath(livePath), projections.Writer)
+	apApply(t, gen, recs[:6])
+	if err := gen.SetInstanceID(ctx, rebuild.InstanceID()); err != nil {
+		t.Fatal(err)
+	}
+	applied, unlock, err := rebuild.LockWrites(ctx)
+	if err != nil || applied != 6 {
+		t.Fatalf("LockWrites: applied %d, %v", applied, err)
+	}
+	msgs := apMsgs(t, recs[6:9])
+	done := make(chan error, 1)
+	go func() {
+		_, err := projector.Apply(ctx, msgs)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		t.Fatalf("a write went through while the rebuild held the lock: %v", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	if _, err := projections.Publish(gen.Path(), livePath); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	if err := <-done; !errors.Is(err, projections.ErrMoved) {
+		t.Fatalf("the write waiting for the lock: %v, want ErrMoved", err)
+	}
+	if got := genApplied(t, projector); got != 6 {
+		t.Fatalf("the old file applied %d after the publish, want 6", got)
+	}
+}
+
+// The first publish makes the link only where no file is; a file made
+// meanwhile is kept (fs.ErrExist), to be published over under its lock.
+func TestPublishFirstKeepsAFileMadeMeanwhile(t *testing.T) {
+	dir := t.TempDir()
+	livePath := filepath.Join(dir, "readmodel.sqlite")
+	gen := genOpen(t, projections.GenerationPath(livePath), projections.Writer)
+	if err := projections.PublishFirst(gen.Path(), livePath); err != nil {
+		t.Fatal(err)
+	}
+	if target, err := os.Readlink(livePath); err != nil || target != filepath.Base(gen.Path()) {
+		t.Fatalf("live path links to %q (%v)", target, err)
+	}
+	other := filepath.Join(dir, "other.sqlite")
+	genOpen(t, other, projections.Writer)
+	if err := projections.PublishFirst(gen.Path(), other); !errors.Is(err, fs.ErrExist) {
+		t.Fatalf("PublishFirst over an existing file: %v, want fs.ErrExist", err)
+	}
+	if fi, err := os.Lstat(other); err != nil || fi.Mode()&os.ModeSymlink != 0 {
+		t.Fatalf("the existing file was replaced: %v %v", fi, err)
+	}
+}
+
+// A rebuild removes what an earlier one killed before finishing left: old
+// unlinked generations and link files, not the generation the live path
+// names, not a file changed lately (a rebuild at work), not other files.
+func TestSweepGenerationsRemovesOnlyLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	live := filepath.Join(dir, "readmodel.sqlite")
+	names := map[string]bool{ // name: old
+		"readmodel.sqlite.gen-A": true, "readmodel.sqlite.gen-A-wal": true, "readmodel.sqlite.gen-A-shm": true,
+		"readmodel.sqlite.gen-B": true, "readmodel.sqlite.gen-B-wal": true, // the current one
+		"readmodel.sqlite.gen-C":    false, // a rebuild at work
+		"readmodel.sqlite.link-X":   true,
+		"readmodel.sqlite.other":    true,
+		"unrelated.sqlite.gen-Z":    true,
+		"readmodel.sqlite-wal.keep": true,
+	}
+	for n, old := range names {
+		f := filepath.Join(dir, n)
+		if err := os.WriteFile(f, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if old {
+			past := time.Now().Add(-2 * time.Hour)
+			os.Chtimes(f, past, past)
+		}
+	}
+	if err := os.Symlink("readmodel.sqlite.gen-B", live); err != nil {
+		t.Fatal(err)
+	}
+	removed := projections.SweepGenerations(live, time.Hour)
+	slices.Sort(removed)
+	want := []string{"readmodel.sqlite.gen-A", "readmodel.sqlite.gen-A-shm", "readmodel.sqlite.gen-A-wal", "readmodel.sqlite.link-X"}
+	if !slices.Equal(removed, want) {
+		t.Fatalf("removed %v, want %v", removed, want)
+	}
+	for _, n := range want {
+		if _, err := os.Lstat(filepath.Join(dir, n)); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("%s still there: %v", n, err)
+		}
+	}
 }
