@@ -433,7 +433,7 @@ func (p *Projector) shredder(ctx context.Context, st *eventstore.Store, db *proj
 			}
 			done = append(done, ps.CredentialID)
 		}
-		if err := db.ShredsDone(ctx, done, failed); err != nil && ctx.Err() == nil {
+		if err := db.ShredsDone(ctx, done, failed); err != nil && ctx.Err() == nil && !errors.Is(err, projections.ErrMoved) {
 			p.Log.Warn("recording key destructions failed; they are repeated", "err", err)
 		}
 		switch {

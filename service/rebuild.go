@@ -70,6 +70,9 @@ func (r *Rebuild) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cannot open the event stream %s at %s: %w", r.Stream, eventstore.Redact(r.NATSURL), err)
 	}
+	if gone := projections.SweepGenerations(r.ReadModelPath, time.Hour); len(gone) > 0 {
+		r.Log.Info("removed the files of an earlier rebuild that did not finish", "files", gone)
+	}
 	gen := projections.GenerationPath(r.ReadModelPath)
 	published := false
 	defer func() {
@@ -90,12 +93,21 @@ func (r *Rebuild) Run(ctx context.Context) error {
 	}
 	defer db.Close()
 	db.VerifyWith(r.AuditKeys, r.UnsignedUntil)
-	old, caught, err := r.publish(ctx, st, db)
+	if err := db.MakeDurable(ctx); err != nil {
+		return err
+	}
+	old, err := r.publish(ctx, st, db, &published)
 	if err != nil {
 		return err
 	}
-	published = true
-	r.Log.Info("read model rebuilt and swapped in", "events", n+caught, "path", r.ReadModelPath,
+	// The events applied after the replay (the live path names the file
+	// now: a stop here must not remove it, so no ctx).
+	final, err := db.AppliedSeq(context.WithoutCancel(ctx))
+	if err != nil {
+		return err
+	}
+	caught := final - n
+	r.Log.Info("read model rebuilt and swapped in", "events", final, "path", r.ReadModelPath,
 		"file", gen, "seconds", time.Since(start).Seconds(), "swap_seconds", time.Since(swapStart).Seconds(),
 		"caught_up_events", caught)
 	// The old generation's files go once no process can still be opening
@@ -108,59 +120,74 @@ func (r *Rebuild) Run(ctx context.Context) error {
 // once gen has applied at least what the live file has: first catching up
 // with the events the live projector applied meanwhile, then, within a batch
 // of it, under the live file's write lock, so that no read served from the
-// live path sees less after the swap than before it. It returns the old
-// generation's files and the events applied after the replay.
-func (r *Rebuild) publish(ctx context.Context, st *eventstore.Store, gen *projections.DB) (old []string, caught uint64, err error) {
+// live path sees less after the swap than before it. It sets *published as
+// soon as the live path names gen, and returns the old generation's files.
+func (r *Rebuild) publish(ctx context.Context, st *eventstore.Store, gen *projections.DB, published *bool) ([]string, error) {
 	if _, err := os.Lstat(r.ReadModelPath); errors.Is(err, fs.ErrNotExist) {
-		old, err := projections.Publish(gen.Path(), r.ReadModelPath)
-		return old, 0, err
-	}
-	live, err := projections.Open(ctx, r.ReadModelPath, projections.Writer)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer live.Close()
-	// The live file's instance id: the API and the projector moving to the
-	// new file keep naming their applied notifications alike.
-	if err := gen.SetInstanceID(ctx, live.InstanceID()); err != nil {
-		return nil, 0, err
-	}
-	replayed, err := gen.AppliedSeq(ctx)
-	if err != nil {
-		return nil, 0, err
+		err := projections.PublishFirst(gen.Path(), r.ReadModelPath)
+		if err == nil {
+			*published = true
+			return nil, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, err
+		}
+		// A process made the file meanwhile: publish over it, locked.
 	}
 	batch := r.batch()
 	for {
+		live, err := projections.Open(ctx, r.ReadModelPath, projections.Writer)
+		if err != nil {
+			return nil, err
+		}
+		old, again, err := r.publishOver(ctx, st, gen, live, batch)
+		live.Close()
+		if err != nil || !again {
+			*published = err == nil
+			return old, err
+		}
+		// Another rebuild published meanwhile: over that one.
+	}
+}
+
+// publishOver publishes gen over the live file live, or says to try again
+// when the live path names another file once its lock is held.
+func (r *Rebuild) publishOver(ctx context.Context, st *eventstore.Store, gen, live *projections.DB, batch int) (old []string, again bool, err error) {
+	// The live file's instance id: the API and the projector moving to the
+	// new file keep naming their applied notifications alike.
+	if err := gen.SetInstanceID(ctx, live.InstanceID()); err != nil {
+		return nil, false, err
+	}
+	for {
 		have, err := gen.AppliedSeq(ctx)
 		if err != nil {
-			return nil, 0, err
+			return nil, false, err
 		}
 		want, err := live.AppliedSeq(ctx)
 		if err != nil {
-			return nil, 0, err
+			return nil, false, err
 		}
 		if have+uint64(batch) < want {
 			if err := r.catchUp(ctx, st, gen, have, want); err != nil {
-				return nil, 0, err
+				return nil, false, err
 			}
 			continue
 		}
 		want, unlock, err := live.LockWrites(ctx)
 		if err != nil {
-			return nil, 0, err
+			return nil, false, err
+		}
+		defer unlock()
+		if live.Moved() {
+			return nil, true, nil
 		}
 		if have < want {
-			err = r.catchUp(ctx, st, gen, have, want)
+			if err := r.catchUp(ctx, st, gen, have, want); err != nil {
+				return nil, false, err
+			}
 		}
-		if err == nil {
-			old, err = projections.Publish(gen.Path(), r.ReadModelPath)
-		}
-		unlock()
-		if err != nil {
-			return nil, 0, err
-		}
-		have, err = gen.AppliedSeq(ctx)
-		return old, have - replayed, err
+		old, err = projections.Publish(gen.Path(), r.ReadModelPath)
+		return old, false, err
 	}
 }
 
