@@ -294,13 +294,15 @@ func TestRebuildWhileWritesGoOn(t *testing.T) {
 				}
 			}()
 		}
-		vaulttest.Eventually(t, 10*time.Second, func() bool { return writes.Load() >= 20 })
+		// A writer that fails stops: the waits end then, and the failure is
+		// reported below.
+		vaulttest.Eventually(t, 10*time.Second, func() bool { return writes.Load() >= 20 || len(failures) > 0 })
 		var logs vaulttest.SyncBuffer
 		rb := &service.Rebuild{NATSURL: env.NATSURL(), Stream: env.Stream, ReadModelPath: env.ReadModel,
 			Log: slog.New(slog.NewJSONHandler(&logs, nil)), Progress: io.Discard, BatchSize: 16}
 		err := rb.Run(context.Background())
 		after := writes.Load()
-		vaulttest.Eventually(t, 10*time.Second, func() bool { return writes.Load() >= after+20 }) // writes go on after the swap
+		vaulttest.Eventually(t, 10*time.Second, func() bool { return writes.Load() >= after+20 || len(failures) > 0 }) // writes go on after the swap
 		close(stop)
 		wg.Wait()
 		close(failures)
