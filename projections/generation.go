@@ -193,8 +193,8 @@ const oldPoolGrace = time.Minute
 
 // db is the handle to query: the writer's connection, or a Reader's current
 // pool. A Reader's pool moves to the file the path names once a rebuild
-// published it (one stat a query tells, ~2 µs) and it has applied at least what
-// the current one has, so that no read sees less than one before it; a
+// published it (one stat a query tells, ~2 µs) and it has applied at least
+// what the current one has, so that no read sees less than one before it; a
 // file made again from scratch (another instance id) is not taken: the
 // API serves the file it has until it restarts, as before.
 func (d *DB) db() *sql.DB {
@@ -211,8 +211,7 @@ func (d *DB) db() *sql.DB {
 
 // move opens the moved file and takes it if it may (see db); else p. The
 // queries that find the move wait for the one that makes it, so none of
-// them reads the old file once the new one is taken; after a failed try,
-// the old file serves for moveRetry before the next.
+// them reads the old file once the new one is taken.
 func (d *DB) move(p *readerPool) *sql.DB {
 	if time.Now().UnixNano()-d.reader.failedAt.Load() < int64(moveRetry) {
 		return p.db
