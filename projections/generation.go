@@ -173,7 +173,7 @@ func RemoveLater(files []string, grace time.Duration) {
 type readerState struct {
 	cur       atomic.Pointer[readerPool]
 	switching sync.Mutex
-	closed    bool // Close ran (guarded by switching)
+	closed    bool         // Close ran (guarded by switching)
 	failedAt  atomic.Int64 // UnixNano of the last refusal of another read model
 }
 
