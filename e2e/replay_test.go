@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -353,5 +354,51 @@ func TestRebuildWhileWritesGoOn(t *testing.T) {
 	}
 	if caught == 0 {
 		t.Fatal("no rebuild had writes to catch up before its swap: the test did not exercise the catch-up")
+	}
+}
+
+// A live read model that has applied more than the stream holds (made from
+// another stream, or before a restore) gives the rebuild nothing to catch
+// up with: it publishes its file as a new read model (its own instance id)
+// and says so, instead of waiting for events that will never come.
+func TestRebuildOverAReadModelAheadOfTheStream(t *testing.T) {
+	env := vaulttest.MustStart(t, vaulttest.Options{})
+	env.MustCreateServer(t, "", nil)
+	lcWaitCaughtUp(t, env, env.ReadModel)
+	env.StopAPI()
+	env.StopProjector()
+	last := lcLastSeq(t, env.NATSURL(), env.Stream)
+	db, err := sql.Open("sqlite3", "file:"+env.ReadModel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var instance string
+	if err := db.QueryRow("SELECT instance_id FROM read_model_instance WHERE id = 1").Scan(&instance); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec("UPDATE projector_state SET last_seq = ? WHERE id = 1", last+100); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	var logs vaulttest.SyncBuffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rb := &service.Rebuild{NATSURL: env.NATSURL(), Stream: env.Stream, ReadModelPath: env.ReadModel,
+		Log: slog.New(slog.NewTextHandler(&logs, nil)), Progress: io.Discard}
+	if err := rb.Run(ctx); err != nil {
+		t.Fatalf("rebuild: %v\n%s", err, logs.String())
+	}
+	if !strings.Contains(logs.String(), "was the stream restored?") {
+		t.Fatalf("the rebuild did not say why it published a new read model:\n%s", logs.String())
+	}
+	if got := lcAppliedSeq(t, env.ReadModel); got != last {
+		t.Fatalf("the read model path serves a file at %d, want the rebuilt one at %d", got, last)
+	}
+	db = lcOpenReadOnly(t, env.ReadModel)
+	defer db.Close()
+	var now string
+	if err := db.QueryRow("SELECT instance_id FROM read_model_instance WHERE id = 1").Scan(&now); err != nil || now == instance {
+		t.Fatalf("the rebuilt file's instance id is %q (%v), want a new one (the old file's is %q)", now, err, instance)
 	}
 }

@@ -153,6 +153,24 @@ func (r *Rebuild) publish(ctx context.Context, st *eventstore.Store, gen *projec
 // publishOver publishes gen over the live file live, or says to try again
 // when the live path names another file once its lock is held.
 func (r *Rebuild) publishOver(ctx context.Context, st *eventstore.Store, gen, live *projections.DB, batch int) (old []string, again bool, err error) {
+	applied, err := live.AppliedSeq(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	last, err := st.LastSeq(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	if applied > last {
+		// The live file applied events this stream does not hold (it was
+		// made from another stream, or before a restore): nothing to catch
+		// up with. The new file keeps its own instance id, so the API does
+		// not take it for the old one's successor.
+		r.Log.Warn("the live read model has applied more events than the stream holds (was the stream restored?); publishing the rebuilt one as a new read model: restart the API to serve it",
+			"live_applied", applied, "stream_last", last)
+		old, err := projections.Publish(gen.Path(), r.ReadModelPath)
+		return old, false, err
+	}
 	// The live file's instance id: the API and the projector moving to the
 	// new file keep naming their applied notifications alike.
 	if err := gen.SetInstanceID(ctx, live.InstanceID()); err != nil {
