@@ -136,6 +136,17 @@ func dsnParams(mode Mode) url.Values {
 	return q
 }
 
+// openReaderPool opens a Reader's query-only pool on file.
+func openReaderPool(file string) (*sql.DB, error) {
+	db, err := sql.Open("sqlite3", "file:"+file+"?"+readerDSN().Encode())
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(8)
+	db.SetMaxIdleConns(8)
+	return db, nil
+}
+
 // readerDSN are the parameters of a Reader's query-only pool.
 func readerDSN() url.Values {
 	q := dsnParams(Reader)
@@ -181,11 +192,9 @@ func open(ctx context.Context, path string, mode Mode) (*DB, error) {
 	}
 	if mode == Reader {
 		db.Close()
-		if db, err = sql.Open("sqlite3", "file:"+file+"?"+readerDSN().Encode()); err != nil {
+		if db, err = openReaderPool(file); err != nil {
 			return nil, err
 		}
-		db.SetMaxOpenConns(8)
-		db.SetMaxIdleConns(8)
 		d.sql = db
 		d.reader.cur.Store(&readerPool{db: db, file: fi})
 	} else {

@@ -65,9 +65,8 @@ func Publish(gen, live string) ([]string, error) {
 			old = nil // a link an operator made: its file is not ours to delete
 		}
 	}
-	dir := filepath.Dir(live)
-	if filepath.Dir(gen) != dir {
-		return nil, errors.New("projections: a generation must be in the live file's directory")
+	if err := besideLive(gen, live); err != nil {
+		return nil, err
 	}
 	tmp := live + ".link-" + ulid.Make().String()
 	if err := os.Symlink(filepath.Base(gen), tmp); err != nil {
@@ -77,16 +76,25 @@ func Publish(gen, live string) ([]string, error) {
 		os.Remove(tmp)
 		return nil, err
 	}
-	syncDir(dir) // the rename is durable once the directory is
+	syncDir(filepath.Dir(live)) // the rename is durable once the directory is
 	return old, nil
+}
+
+// besideLive checks that gen is in live's directory (the link names it by
+// its base name).
+func besideLive(gen, live string) error {
+	if filepath.Dir(gen) != filepath.Dir(live) {
+		return errors.New("projections: a generation must be in the live file's directory")
+	}
+	return nil
 }
 
 // PublishFirst makes live a link to gen when live does not exist yet, or
 // fails with an error matching fs.ErrExist (a process made the file
 // meanwhile): then Publish, under that file's write lock.
 func PublishFirst(gen, live string) error {
-	if filepath.Dir(gen) != filepath.Dir(live) {
-		return errors.New("projections: a generation must be in the live file's directory")
+	if err := besideLive(gen, live); err != nil {
+		return err
 	}
 	if err := os.Symlink(filepath.Base(gen), live); err != nil {
 		return err
@@ -202,8 +210,7 @@ func (d *DB) db() *sql.DB {
 		return d.sql
 	}
 	p := d.reader.cur.Load()
-	fi, err := os.Stat(d.path)
-	if err != nil || os.SameFile(fi, p.file) {
+	if !d.movedFrom(p.file) {
 		return p.db
 	}
 	return d.move(p)
@@ -264,10 +271,15 @@ const appliedQuery = "SELECT last_seq FROM projector_state WHERE id = 1"
 // was deleted and made again. A path that names no file (deleted, not made
 // again yet) is not a move: d keeps serving the file it has open.
 func (d *DB) Moved() bool {
-	file := d.file
 	if d.mode == Reader {
-		file = d.reader.cur.Load().file
+		return d.movedFrom(d.reader.cur.Load().file)
 	}
+	return d.movedFrom(d.file)
+}
+
+// movedFrom reports whether the read model path names a file other than
+// file (and names one at all).
+func (d *DB) movedFrom(file os.FileInfo) bool {
 	fi, err := os.Stat(d.path)
 	return err == nil && !os.SameFile(fi, file)
 }
@@ -326,11 +338,6 @@ func reopenReader(path string) (*sql.DB, os.FileInfo, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	db, err := sql.Open("sqlite3", "file:"+file+"?"+readerDSN().Encode())
-	if err != nil {
-		return nil, nil, err
-	}
-	db.SetMaxOpenConns(8)
-	db.SetMaxIdleConns(8)
-	return db, fi, nil
+	db, err := openReaderPool(file)
+	return db, fi, err
 }
