@@ -96,13 +96,7 @@ func (r *Rebuild) Run(ctx context.Context) error {
 	if err := db.MakeDurable(ctx); err != nil {
 		return err
 	}
-	old, err := r.publish(ctx, st, db, &published)
-	if err != nil {
-		return err
-	}
-	// The events applied after the replay (the live path names the file
-	// now: a stop here must not remove it, so no ctx).
-	final, err := db.AppliedSeq(context.WithoutCancel(ctx))
+	old, final, err := r.publish(ctx, st, db, n, &published)
 	if err != nil {
 		return err
 	}
@@ -120,99 +114,96 @@ func (r *Rebuild) Run(ctx context.Context) error {
 // once gen has applied at least what the live file has: first catching up
 // with the events the live projector applied meanwhile, then, within a batch
 // of it, under the live file's write lock, so that no read served from the
-// live path sees less after the swap than before it. It sets *published as
-// soon as the live path names gen, and returns the old generation's files.
-func (r *Rebuild) publish(ctx context.Context, st *eventstore.Store, gen *projections.DB, published *bool) ([]string, error) {
+// live path sees less after the swap than before it. have is what gen has
+// applied. It sets *published as soon as the live path names gen, and
+// returns the old generation's files and what gen has applied then.
+func (r *Rebuild) publish(ctx context.Context, st *eventstore.Store, gen *projections.DB, have uint64, published *bool) ([]string, uint64, error) {
 	if _, err := os.Lstat(r.ReadModelPath); errors.Is(err, fs.ErrNotExist) {
 		err := projections.PublishFirst(gen.Path(), r.ReadModelPath)
 		if err == nil {
 			*published = true
-			return nil, nil
+			return nil, have, nil
 		}
 		if !errors.Is(err, fs.ErrExist) {
-			return nil, err
+			return nil, 0, err
 		}
 		// A process made the file meanwhile: publish over it, locked.
 	}
-	batch := r.batch()
 	for {
 		live, err := projections.Open(ctx, r.ReadModelPath, projections.Writer)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
-		old, again, err := r.publishOver(ctx, st, gen, live, batch)
+		var old []string
+		var again bool
+		old, have, again, err = r.publishOver(ctx, st, gen, live, have)
 		live.Close()
 		if err != nil || !again {
 			*published = err == nil
-			return old, err
+			return old, have, err
 		}
 		// Another rebuild published meanwhile: over that one.
 	}
 }
 
-// publishOver publishes gen over the live file live, or says to try again
-// when the live path names another file once its lock is held.
-func (r *Rebuild) publishOver(ctx context.Context, st *eventstore.Store, gen, live *projections.DB, batch int) (old []string, again bool, err error) {
-	applied, err := live.AppliedSeq(ctx)
+// publishOver publishes gen, which has applied have, over the live file
+// live, or says to try again when the live path names another file once its
+// lock is held. It returns what gen has applied then.
+func (r *Rebuild) publishOver(ctx context.Context, st *eventstore.Store, gen, live *projections.DB, have uint64) (old []string, applied uint64, again bool, err error) {
+	want, err := live.AppliedSeq(ctx)
 	if err != nil {
-		return nil, false, err
+		return nil, have, false, err
 	}
 	last, err := st.LastSeq(ctx)
 	if err != nil {
-		return nil, false, err
+		return nil, have, false, err
 	}
-	if applied > last {
+	if want > last {
 		// The live file applied events this stream does not hold (it was
 		// made from another stream, or before a restore): nothing to catch
 		// up with. The new file keeps its own instance id, so the API does
 		// not take it for the old one's successor.
 		r.Log.Warn("the live read model has applied more events than the stream holds (was the stream restored?); publishing the rebuilt one as a new read model: restart the API to serve it",
-			"live_applied", applied, "stream_last", last)
+			"live_applied", want, "stream_last", last)
 		old, err := projections.Publish(gen.Path(), r.ReadModelPath)
-		return old, false, err
+		return old, have, false, err
 	}
 	// The live file's instance id: the API and the projector moving to the
 	// new file keep naming their applied notifications alike.
 	if err := gen.SetInstanceID(ctx, live.InstanceID()); err != nil {
-		return nil, false, err
+		return nil, have, false, err
 	}
-	for {
-		have, err := gen.AppliedSeq(ctx)
-		if err != nil {
-			return nil, false, err
+	// Far behind: catch up without holding the live file's lock.
+	for have+uint64(r.batch()) < want {
+		if have, err = r.catchUp(ctx, st, gen, have, want); err != nil {
+			return nil, have, false, err
 		}
-		want, err := live.AppliedSeq(ctx)
-		if err != nil {
-			return nil, false, err
+		if want, err = live.AppliedSeq(ctx); err != nil {
+			return nil, have, false, err
 		}
-		if have+uint64(batch) < want {
-			if err := r.catchUp(ctx, st, gen, have, want); err != nil {
-				return nil, false, err
-			}
-			continue
-		}
-		want, unlock, err := live.LockWrites(ctx)
-		if err != nil {
-			return nil, false, err
-		}
-		defer unlock()
-		if live.Moved() {
-			return nil, true, nil
-		}
-		if have < want {
-			if err := r.catchUp(ctx, st, gen, have, want); err != nil {
-				return nil, false, err
-			}
-		}
-		old, err = projections.Publish(gen.Path(), r.ReadModelPath)
-		return old, false, err
 	}
+	// Within a batch: the rest under the lock, then the rename.
+	want, unlock, err := live.LockWrites(ctx)
+	if err != nil {
+		return nil, have, false, err
+	}
+	defer unlock()
+	if live.Moved() {
+		return nil, have, true, nil
+	}
+	if have < want {
+		if have, err = r.catchUp(ctx, st, gen, have, want); err != nil {
+			return nil, have, false, err
+		}
+	}
+	old, err = projections.Publish(gen.Path(), r.ReadModelPath)
+	return old, have, false, err
 }
 
 // catchUp applies the stream's events after have to gen until it has
-// applied want.
-func (r *Rebuild) catchUp(ctx context.Context, st *eventstore.Store, gen *projections.DB, have, want uint64) error {
-	var done uint64
+// applied want, and returns what it has applied.
+func (r *Rebuild) catchUp(ctx context.Context, st *eventstore.Store, gen *projections.DB, have, want uint64) (uint64, error) {
+	done := have
 	err := applyStream(ctx, st, gen, r.AuditKeys, r.UnsignedUntil, have+1, r.batch(), func(a projections.Applied) bool {
 		done = a.LastSeq
 		return done >= want
@@ -220,7 +211,7 @@ func (r *Rebuild) catchUp(ctx context.Context, st *eventstore.Store, gen *projec
 	if err == nil && done < want {
 		err = fmt.Errorf("catching up stopped at %d of %d", done, want)
 	}
-	return err
+	return done, err
 }
 
 func (r *Rebuild) batch() int {
